@@ -1,0 +1,33 @@
+"""Shared fixtures: real CIFAR-10 images when the offline copy is present, a generated stand-in otherwise."""
+import json, os, subprocess, sys
+from pathlib import Path
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+@pytest.fixture(scope="session")
+def standin_cache(tmp_path_factory) -> Path:
+    "Decoded caches of generated data go to a temporary folder, not the project's data/."
+    return tmp_path_factory.mktemp("cache")
+
+@pytest.fixture(scope="session")
+def standin(standin_cache, tmp_path_factory) -> Path:
+    "A small generated image folder in CIFAR layout (learnable in a few epochs)."
+    from attnresnet.train import make_standin_dataset
+    os.environ["ATTNRESNET_CACHE"] = str(standin_cache)  # inherited by the subprocesses the tests start
+    return make_standin_dataset(tmp_path_factory.mktemp("data") / "standin", per_class=30, test_per_class=10)
+
+@pytest.fixture(scope="session")
+def image_folder(standin) -> Path:
+    "The offline CIFAR-10 JPEG copy when present, else the stand-in."
+    from attnresnet.data import offline_cifar10
+    return offline_cifar10() or standin
+
+def run_cli(*args, timeout=600, **kw) -> subprocess.CompletedProcess:
+    "Run `python -m attnresnet.train ARGS` in a fresh process."
+    return subprocess.run([sys.executable, "-m", "attnresnet.train", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, **kw)
+
+def comparable(metrics: dict) -> dict:
+    "Metrics without the fields that measure time."
+    return {k: v for k, v in metrics.items() if k not in ("wall_time_s", "train_time_s", "images_per_s")}

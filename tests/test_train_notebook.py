@@ -1,0 +1,40 @@
+"""nbs/train.ipynb runs headless under papermill, and its parameters are the library's."""
+import json, time
+from dataclasses import fields
+from pathlib import Path
+import pytest
+from conftest import REPO
+
+papermill = pytest.importorskip("papermill")
+NB = REPO / "nbs" / "train.ipynb"
+
+def test_parameters_cell_matches_train_config():
+    "The notebook's parameter names and defaults are TrainConfig's, so one fact lives in one place."
+    from attnresnet.train import TrainConfig
+    params = papermill.inspect_notebook(str(NB))
+    assert list(params) == [f.name for f in fields(TrainConfig)]
+    for f in fields(TrainConfig):
+        assert eval(params[f.name]["default"]) == f.default, f.name
+
+def test_train_notebook_small_run(tmp_path, image_folder):
+    run = tmp_path / "run"
+    params = dict(data=str(image_folder), width=4, epochs=1, batch_size=64, train_subset=500, val_fraction=0.1,
+                  eval_batch_size=500, run_dir=str(run), progress=False)
+    papermill.execute_notebook(str(NB), str(tmp_path / "out.ipynb"), parameters=params, kernel_name="python3",
+                               cwd=str(REPO), progress_bar=False)
+    m = json.loads((run / "metrics.json").read_text())
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["parameters"]["width"] == 4 and cfg["environment"]["torch"]
+    assert m["completed"] and m["epochs"] == 1 and 0 <= m["test_acc"] <= 1
+    assert m["splits"]["train"] == 500 and len(m["confusion_matrix"]) == len(m["classes"])
+    assert sum(map(sum, m["confusion_matrix"])) == m["splits"]["test"]
+    out = (tmp_path / "out.ipynb").read_text()
+    assert "test_acc" in out
+
+def test_bad_parameter_fails_before_training(tmp_path):
+    t0 = time.perf_counter()
+    with pytest.raises(papermill.PapermillExecutionError, match="width=0"):
+        papermill.execute_notebook(str(NB), str(tmp_path / "out.ipynb"), parameters=dict(width=0, run_dir=str(tmp_path / "run")),
+                                   kernel_name="python3", cwd=str(REPO), progress_bar=False)
+    assert not (tmp_path / "run").exists()
+    assert time.perf_counter() - t0 < 120
