@@ -10,24 +10,25 @@ from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['CIFAR10_MEAN', 'CIFAR10_STD', 'offline_cifar10', 'default_cache_dir', 'ImageSet', 'decode_files', 'load_images',
-           'split_train_val', 'stratified_subset', 'channel_stats', 'Splits', 'load_splits', 'DeviceLoader']
+__all__ = ['PKG_DIR', 'REPO_DIR', 'CIFAR10_MEAN', 'CIFAR10_STD', 'offline_cifar10', 'default_cache_dir', 'ImageSet',
+           'decode_files', 'atomic_save', 'load_images', 'split_train_val', 'stratified_subset', 'channel_stats',
+           'Splits', 'load_splits', 'DeviceLoader']
 
 # %% ../nbs/02_data.ipynb #6c7a6865
-_PKG_DIR = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd().resolve().parent / "attnresnet"
-_REPO_DIR = _PKG_DIR.parent
+PKG_DIR = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd().resolve().parent / "attnresnet"
+REPO_DIR = PKG_DIR.parent
 
 def offline_cifar10() -> Path | None:
     "Path of the offline CIFAR-10 image folder (`$ATTNRESNET_DATA`, else `<repo>/../shared/data/cifar10-jpeg`), or None."
     env = os.environ.get("ATTNRESNET_DATA")
-    p = Path(env).expanduser() if env else _REPO_DIR.parent / "shared" / "data" / "cifar10-jpeg"
+    p = Path(env).expanduser() if env else REPO_DIR.parent / "shared" / "data" / "cifar10-jpeg"
     return p.resolve() if (p / "train").is_dir() and (p / "test").is_dir() else None
 
 def default_cache_dir() -> Path:
     "Cache folder: `$ATTNRESNET_CACHE`, else `<repo>/data` in a source checkout, else `~/.cache/attnresnet`."
     env = os.environ.get("ATTNRESNET_CACHE")
     if env: return Path(env).expanduser()
-    if (_REPO_DIR / "data").is_dir() and (_REPO_DIR / "pyproject.toml").is_file(): return _REPO_DIR / "data"
+    if (REPO_DIR / "data").is_dir() and (REPO_DIR / "pyproject.toml").is_file(): return REPO_DIR / "data"
     return Path.home() / ".cache" / "attnresnet"
 
 # %% ../nbs/02_data.ipynb #58f66808
@@ -80,7 +81,7 @@ def _folder_key(root: Path, files: list) -> str:
     sig = f"{root.resolve()}|{len(sts)}|{sum(s.st_size for s in sts)}|{max(s.st_mtime_ns for s in sts)}"
     return hashlib.sha1(sig.encode()).hexdigest()[:12]
 
-def _atomic_save(obj, path: Path):
+def atomic_save(obj, path: Path):
     "torch.save to a temporary file in the same folder, then os.replace it into place."
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
@@ -97,7 +98,7 @@ def _cached(path: Path, build) -> dict:
         try: return torch.load(path, weights_only=True)
         except Exception: pass  # unreadable cache (e.g. another torch version): rebuild it
     d = build()
-    _atomic_save(d, path)
+    atomic_save(d, path)
     return d
 
 # %% ../nbs/02_data.ipynb #3ecf004a
