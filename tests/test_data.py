@@ -1,4 +1,4 @@
-"""What the notebooks cannot show: the exported data/augment modules run from plain Python (no fastcore/nbdev)
+"""What the notebooks cannot show: every exported module runs from plain Python (no fastcore/nbdev)
 and the augmentation benchmark works as a command."""
 import subprocess, sys
 
@@ -6,7 +6,8 @@ def _run(*args):
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300)
 
 def test_modules_import_without_dev_tools():
-    code = ("import sys, attnresnet.data, attnresnet.augment; "
+    code = ("import sys, attnresnet.attention, attnresnet.models, attnresnet.data, attnresnet.augment, attnresnet.train, "
+            "attnresnet.study, attnresnet.figures, attnresnet.bench; "
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('fastcore', 'nbdev', 'execnb', 'IPython')); "
             "print(bad); assert not bad, bad")
     r = _run("-c", code)

@@ -38,3 +38,13 @@ def test_ablations_then_report(tmp_path, standin):
         assert f"| {100 * m['test_acc']:.2f} |" in row and f"| {m['parameters']:,} |" in row
     assert f"{metrics['full']['parameters']:,}" in tables["table2_specifications.md"]
     assert not (REPO / "figures" / "fig1_architecture.png").exists() or (REPO / "figures" / "fig1_architecture.png").stat().st_mtime < t0
+
+def test_ablations_dry_run_writes_commands(tmp_path, standin):
+    out = tmp_path / "runs.txt"
+    _execute("ablations.ipynb", tmp_path / "list.ipynb", runs_dir=str(tmp_path / "runs"), data=str(standin), seeds=2,
+             dry_run=True, runner="python", commands_file=str(out))
+    lines = out.read_text().splitlines()
+    from attnresnet.study import ABLATION_NAMES
+    assert len(lines) == 2 * len(ABLATION_NAMES)
+    assert all(l.startswith("python -m attnresnet.train ") and "--run-dir" in l for l in lines)
+    assert not (tmp_path / "runs").exists()  # nothing trained
