@@ -23,7 +23,7 @@ __all__ = ['PRECISIONS', 'TrainConfig', 'validate_config', 'make_config', 'resol
            'write_history', 'read_history', 'load_config', 'Trainer', 'model_kwargs', 'fit', 'make_standin_dataset',
            'load_model', 'plot_history', 'LiveCurves', 'arg_parser', 'main']
 
-# %% ../nbs/04_train.ipynb #eec29836
+# %% ../nbs/04_train.ipynb #7bfec7e3
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 @dataclass
@@ -51,7 +51,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
-    grad_clip: float = 1.0           # max gradient norm; 0 turns clipping off
+    grad_clip: float = 1.0           # max gradient norm (the paper gives none; 1.0 is the common choice); 0: off
     ema_decay: float = 0.999         # EMA of weights and buffers; 0 turns EMA off
     swa: bool = False                # stochastic weight averaging over the last `swa_start` part (the WRN baseline)
     swa_start: float = 0.75          # fraction of the epochs after which SWA averages
