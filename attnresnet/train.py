@@ -457,7 +457,7 @@ def load_model(run_dir, checkpoint: str = "best", device="cpu") -> nn.Module:
     model.load_state_dict(state["state_dict"] if checkpoint == "best" else state["model"])
     return model.to(device).eval()
 
-# %% ../nbs/04_train.ipynb #cd41a0e9
+# %% ../nbs/04_train.ipynb #6209f9e2
 def plot_history(history: list[dict], title: str = "", ax=None):
     "Training and validation accuracy (raw, EMA, SWA) per epoch, with the learning rate on a twin axis."
     import matplotlib.pyplot as plt
@@ -468,11 +468,13 @@ def plot_history(history: list[dict], title: str = "", ax=None):
         pts = [(r["epoch"], 100 * r[k]) for r in history if k in r and r[k] == r[k]]
         if pts: ax.plot(*zip(*pts), marker="." if len(pts) < 30 else None, label=label)
     ax.set_xlabel("epoch"); ax.set_ylabel("accuracy (%)"); ax.grid(alpha=0.3)
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     lr_ax = ax.twinx()
     lr_ax.plot(ep, [r["lr"] for r in history], color="gray", ls="--", lw=1, label="learning rate")
     lr_ax.set_ylabel("learning rate")
     lines = ax.get_legend_handles_labels(), lr_ax.get_legend_handles_labels()
-    ax.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], loc="lower right", fontsize=8)
+    ax.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], loc="upper left", bbox_to_anchor=(1.12, 1), fontsize=8)
     if title: ax.set_title(title, fontsize=9)
     return ax
 
