@@ -213,6 +213,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'attnresnet.train.arg_parser': ('train.html#arg_parser', 'attnresnet/train.py'),
                                   'attnresnet.train.autocast': ('train.html#autocast', 'attnresnet/train.py'),
                                   'attnresnet.train.classification_metrics': ('train.html#classification_metrics', 'attnresnet/train.py'),
+                                  'attnresnet.train.cpu_has_fast_bf16': ('train.html#cpu_has_fast_bf16', 'attnresnet/train.py'),
                                   'attnresnet.train.device_name': ('train.html#device_name', 'attnresnet/train.py'),
                                   'attnresnet.train.environment': ('train.html#environment', 'attnresnet/train.py'),
                                   'attnresnet.train.fit': ('train.html#fit', 'attnresnet/train.py'),

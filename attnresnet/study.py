@@ -161,15 +161,16 @@ ABLATION_HEADERS = dict(configuration="Configuration", parameters="Parameters", 
                         test_acc="Test acc (%)", test_acc_tta="Test acc, flip TTA (%)", delta_val="Δ val vs full",
                         delta_test="Δ test vs full", paper_delta="Paper's Δ val", paper_claim="Paper's claim")
 
-# %% ../nbs/05_study.ipynb #b01c48a5
+# %% ../nbs/05_study.ipynb #52304279
 def scale_note(results: list[dict]) -> str:
-    "One line describing the scale of `results`: epochs, training images, data, widths, devices, seeds."
+    "One line describing the scale of `results`: epochs, training images, data, widths, devices, precision, seeds."
     if not results: return "no finished runs"
     fmt = lambda xs: ", ".join(str(x) for x in sorted(set(xs)))
     full = [r for r in results if r["name"] == "full"] or results
     return (f"{fmt(r['metrics']['epochs'] for r in results)} epochs; {fmt(r['metrics']['splits']['train'] for r in results)} training images "
             f"of {fmt(r['metrics']['data_source'] for r in results)}; full model width {fmt(r['params']['width'] for r in full)}; "
-            f"{fmt(r['metrics']['device_name'] for r in results)}; seeds {fmt(r['seed'] for r in results)}")
+            f"{fmt(r['metrics']['device_name'] for r in results)}, {fmt(r['metrics']['precision'] for r in results)}; "
+            f"seeds {fmt(r['seed'] for r in results)}")
 
 # %% ../nbs/05_study.ipynb #993766d2
 PAPER_TABLE2 = dict(architecture="Enhanced ResNet with Attention", parameters="4,913,705", width="31 channels",

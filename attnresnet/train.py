@@ -18,12 +18,13 @@ from .data import load_splits, DeviceLoader, atomic_save
 from .augment import Augment, AUGMENT_PRESETS, normalize, soft_targets
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'TrainConfig', 'validate_config', 'make_config', 'resolve_device', 'resolve_precision', 'device_name',
-           'autocast', 'prepare_batch', 'predict', 'accuracy', 'classification_metrics', 'environment', 'write_json',
-           'write_history', 'read_history', 'load_config', 'Trainer', 'model_kwargs', 'fit', 'make_standin_dataset',
-           'load_model', 'plot_history', 'LiveCurves', 'arg_parser', 'main']
+__all__ = ['PRECISIONS', 'TrainConfig', 'validate_config', 'make_config', 'resolve_device', 'cpu_has_fast_bf16',
+           'resolve_precision', 'device_name', 'autocast', 'prepare_batch', 'predict', 'accuracy',
+           'classification_metrics', 'environment', 'write_json', 'write_history', 'read_history', 'load_config',
+           'Trainer', 'model_kwargs', 'fit', 'make_standin_dataset', 'load_model', 'plot_history', 'LiveCurves',
+           'arg_parser', 'main']
 
-# %% ../nbs/04_train.ipynb #7bfec7e3
+# %% ../nbs/04_train.ipynb #657f51bf
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 @dataclass
@@ -57,7 +58,7 @@ class TrainConfig:
     swa_start: float = 0.75          # fraction of the epochs after which SWA averages
     swa_lr: float = 0.05             # constant learning rate of the SWA phase
     # execution
-    precision: str = "auto"          # "auto" (bf16 on GPUs that have it, fp16 otherwise, fp32 on CPU), "bf16", "fp16", "fp32"
+    precision: str = "auto"          # "auto" (bf16 where the GPU/CPU computes it natively, else fp16 on GPUs, fp32 on CPUs), "bf16", "fp16", "fp32"
     channels_last: bool = True       # NHWC memory format for the convolutions
     compile: bool = False            # torch.compile the training model
     device: str = "auto"             # "auto", "cpu", "cuda", "cuda:1", ...
@@ -117,7 +118,7 @@ def make_config(params: dict | TrainConfig | None = None, **overrides) -> TrainC
             raise ValueError(f"{k!r} is not a training parameter" + (f"; did you mean {hint[0]!r}?" if hint else f"; parameters: {names}"))
     return TrainConfig(**params)
 
-# %% ../nbs/04_train.ipynb #d079ad8b
+# %% ../nbs/04_train.ipynb #0e3687f0
 def resolve_device(device: str = "auto") -> torch.device:
     "The `torch.device` for a config's `device` ('auto': the GPU when there is one)."
     if device == "auto": return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -126,11 +127,16 @@ def resolve_device(device: str = "auto") -> torch.device:
         raise ValueError(f"device={device!r}: no CUDA GPU is visible; use device='auto' or 'cpu'")
     return d
 
+def cpu_has_fast_bf16() -> bool:
+    "Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 autocast is faster than fp32."
+    try: return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError): return False
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     "The concrete precision ('bf16', 'fp16' or 'fp32') for a config's `precision` on `device`."
     if precision != "auto": return precision
     if device.type == "cuda": return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"
+    return "bf16" if cpu_has_fast_bf16() else "fp32"
 
 def device_name(device: torch.device) -> str:
     "Human-readable name of `device` (the GPU model, or the CPU)."
