@@ -180,6 +180,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'attnresnet.study._scaled': ('study.html#_scaled', 'attnresnet/study.py'),
                                   'attnresnet.study.ablation_runs': ('study.html#ablation_runs', 'attnresnet/study.py'),
                                   'attnresnet.study.ablation_table': ('study.html#ablation_table', 'attnresnet/study.py'),
+                                  'attnresnet.study.claims_table': ('study.html#claims_table', 'attnresnet/study.py'),
                                   'attnresnet.study.collect_results': ('study.html#collect_results', 'attnresnet/study.py'),
                                   'attnresnet.study.draw_confusion_matrix': ('study.html#draw_confusion_matrix', 'attnresnet/study.py'),
                                   'attnresnet.study.mean_std': ('study.html#mean_std', 'attnresnet/study.py'),

@@ -14,9 +14,10 @@ from .models import PARAMETER_BUDGET, markdown_table
 from .data import REPO_DIR
 
 # %% auto #0
-__all__ = ['ABLATIONS', 'ABLATION_NAMES', 'PAPER_WIDTH', 'RUNNERS', 'ABLATION_HEADERS', 'PAPER_TABLE2', 'Ablation', 'Run',
-           'ablation_runs', 'run_command', 'run_grid', 'collect_results', 'mean_std', 'ablation_table', 'scale_note',
-           'specifications_table', 'per_class_table', 'write_table', 'draw_confusion_matrix']
+__all__ = ['ABLATIONS', 'ABLATION_NAMES', 'PAPER_WIDTH', 'RUNNERS', 'ABLATION_HEADERS', 'PAPER_TABLE2', 'Ablation',
+           'claims_table', 'Run', 'ablation_runs', 'run_command', 'run_grid', 'collect_results', 'mean_std',
+           'ablation_table', 'scale_note', 'specifications_table', 'per_class_table', 'write_table',
+           'draw_confusion_matrix']
 
 # %% ../nbs/05_study.ipynb #7662ea23
 @dataclass(frozen=True)
@@ -42,6 +43,13 @@ ABLATIONS = [
     Ablation("seresnet", dict(model="seresnet"), "SE-ResNet (channel attention only) could not match the dual attention"),
 ]
 ABLATION_NAMES = [a.name for a in ABLATIONS]
+
+# %% ../nbs/05_study.ipynb #4b41644c
+def claims_table() -> str:
+    "Markdown table of the grid: each configuration, the parameters it changes, the paper's claim it tests."
+    rows = [dict(name=a.name, changes=", ".join(f"{k}={v!r}" for k, v in a.changes.items()) or "(paper recipe)", claim=a.claim)
+            for a in ABLATIONS]
+    return markdown_table(rows, dict(name="Configuration", changes="Changed parameters", claim="Paper claim tested"))
 
 # %% ../nbs/05_study.ipynb #8fa366ee
 PAPER_WIDTH = 31
