@@ -69,7 +69,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'attnresnet.bench._rel': ('bench.html#_rel', 'attnresnet/bench.py'),
                                   'attnresnet.bench.append_report': ('bench.html#append_report', 'attnresnet/bench.py'),
                                   'attnresnet.bench.arg_parser': ('bench.html#arg_parser', 'attnresnet/bench.py'),
-                                  'attnresnet.bench.autocast': ('bench.html#autocast', 'attnresnet/bench.py'),
                                   'attnresnet.bench.bare_step': ('bench.html#bare_step', 'attnresnet/bench.py'),
                                   'attnresnet.bench.bf16_reason': ('bench.html#bf16_reason', 'attnresnet/bench.py'),
                                   'attnresnet.bench.compiled_settings': ('bench.html#compiled_settings', 'attnresnet/bench.py'),

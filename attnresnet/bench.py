@@ -11,13 +11,14 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from .models import MODELS, build_model, count_parameters, markdown_table
+from .train import autocast  # the trainer's own rule, so the bare loop runs exactly what training runs
 
 # %% auto #0
 __all__ = ['FLOP_HEADERS', 'SETTING_HEADERS', 'SECTION', 'flops_per_image', 'flop_table', 'synchronize', 'peak_tflops', 'Setting',
-           'autocast', 'prepare', 'bare_step', 'random_batch', 'time_steps', 'bf16_reason', 'settings_for',
-           'compiled_settings', 'reset_peak_memory', 'peak_memory', 'measure_setting', 'measure_settings',
-           'fast_path_error', 'trainer_splits', 'measure_trainer', 'overhead_breakdown', 'load_average',
-           'append_report', 'run_benchmark', 'pos', 'arg_parser', 'main']
+           'prepare', 'bare_step', 'random_batch', 'time_steps', 'bf16_reason', 'settings_for', 'compiled_settings',
+           'reset_peak_memory', 'peak_memory', 'measure_setting', 'measure_settings', 'fast_path_error',
+           'trainer_splits', 'measure_trainer', 'overhead_breakdown', 'load_average', 'append_report', 'run_benchmark',
+           'pos', 'arg_parser', 'main']
 
 # %% ../nbs/07_bench.ipynb #41db6349
 def flops_per_image(name: str = "attnresnet", backward: bool = False, image_size: int = 32, **kwargs) -> float:
@@ -75,11 +76,6 @@ class Setting:
         return ", ".join(parts + [f"compile({self.compile})" if self.compile else "eager"])
 
 # %% ../nbs/07_bench.ipynb #41f9430e
-def autocast(precision: str, device: torch.device):
-    "The autocast context of `precision` on `device` (a no-op for fp32); the same rule as `attnresnet.train.autocast`."
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
 def prepare(model: nn.Module, setting: Setting, device: torch.device) -> nn.Module:
     "`model` on `device` in the memory format of `setting`, compiled if `setting.compile`."
     model = model.to(device)
