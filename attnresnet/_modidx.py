@@ -200,6 +200,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'attnresnet.train.Trainer.candidates': ('train.html#trainer.candidates', 'attnresnet/train.py'),
                                   'attnresnet.train.Trainer.evaluate': ('train.html#trainer.evaluate', 'attnresnet/train.py'),
                                   'attnresnet.train.Trainer.load_state_dict': ('train.html#trainer.load_state_dict', 'attnresnet/train.py'),
+                                  'attnresnet.train.Trainer.save_best': ('train.html#trainer.save_best', 'attnresnet/train.py'),
                                   'attnresnet.train.Trainer.state_dict': ('train.html#trainer.state_dict', 'attnresnet/train.py'),
                                   'attnresnet.train.Trainer.train_epoch': ('train.html#trainer.train_epoch', 'attnresnet/train.py'),
                                   'attnresnet.train._check_same_run': ('train.html#_check_same_run', 'attnresnet/train.py'),
@@ -231,4 +232,5 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'attnresnet.train.resolve_precision': ('train.html#resolve_precision', 'attnresnet/train.py'),
                                   'attnresnet.train.validate_config': ('train.html#validate_config', 'attnresnet/train.py'),
                                   'attnresnet.train.write_history': ('train.html#write_history', 'attnresnet/train.py'),
-                                  'attnresnet.train.write_json': ('train.html#write_json', 'attnresnet/train.py')}}}
+                                  'attnresnet.train.write_json': ('train.html#write_json', 'attnresnet/train.py'),
+                                  'attnresnet.train.write_text_atomic': ('train.html#write_text_atomic', 'attnresnet/train.py')}}}
