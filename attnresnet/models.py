@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from .attention import DualAttention, SEBlock
 
 # %% auto #0
-__all__ = ['TABLE1_HEADERS', 'PARAMETER_BUDGET', 'MODELS', 'conv_bn', 'ResidualBlock', 'AttentionResNet',
+__all__ = ['TABLE1_HEADERS', 'PARAMETER_BUDGET', 'MODELS', 'conv_bn', 'ResidualBlock', 'check_positive_int', 'AttentionResNet',
            'EnhancedEfficientResNet', 'count_parameters', 'architecture_table', 'markdown_table', 'module_names',
            'ablation_parameter_table', 'SEResNet', 'WideBlock', 'WideResNet', 'build_model']
 
@@ -36,8 +36,9 @@ class ResidualBlock(nn.Module):
         out = self.conv2(F.relu(self.conv1(x), inplace=True))
         return F.relu(self.attention(out) + self.shortcut(x), inplace=True)
 
-# %% ../nbs/01_models.ipynb #5b3a1082
-def _check_positive_int(name, value):
+# %% ../nbs/01_models.ipynb #a22d3b73
+def check_positive_int(name: str, value):
+    "Raise a `ValueError` naming the parameter `name` unless `value` is an int of at least 1 (bools excluded)."
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name}={value!r}: expected a positive integer")
 
@@ -53,7 +54,7 @@ class AttentionResNet(nn.Module):
                  blocks_per_stage: int = 2, in_channels: int = 3):
         super().__init__()
         for name, v in [("num_classes", num_classes), ("width", width), ("blocks_per_stage", blocks_per_stage),
-                        ("in_channels", in_channels)]: _check_positive_int(name, v)
+                        ("in_channels", in_channels)]: check_positive_int(name, v)
         _check_dropout(dropout)
         self.stem = nn.Sequential(conv_bn(in_channels, width), nn.ReLU(inplace=True))
         stages, cin = [], width
@@ -154,7 +155,7 @@ class SEResNet(AttentionResNet):
         super().__init__(num_classes, width, dropout, partial(SEBlock, reduction=reduction, hidden_rule=hidden_rule),
                          blocks_per_stage, in_channels)
 
-# %% ../nbs/01_models.ipynb #1ecb6531
+# %% ../nbs/01_models.ipynb #d05d235a
 class WideBlock(nn.Module):
     "Pre-activation wide residual block (BN-ReLU-conv twice, dropout in between)."
     def __init__(self, cin: int, cout: int, stride: int = 1, dropout: float = 0.0):
@@ -176,7 +177,7 @@ class WideResNet(nn.Module):
                  in_channels: int = 3):
         super().__init__()
         for name, v in [("num_classes", num_classes), ("depth", depth), ("widen_factor", widen_factor)]:
-            _check_positive_int(name, v)
+            check_positive_int(name, v)
         _check_dropout(dropout)
         if (depth - 4) % 6 or depth < 10: raise ValueError(f"depth={depth}: a WideResNet needs depth = 6n + 4 (10, 16, 22, 28, ...)")
         n, widths = (depth - 4) // 6, [16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
