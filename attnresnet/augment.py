@@ -9,16 +9,23 @@ import torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['AUGMENT_PRESETS', 'to_float', 'normalize', 'translation_matrix', 'flip_matrix', 'rotation_matrix', 'homography',
-           'warp', 'geometry_matrices', 'random_geometry', 'grayscale', 'rgb_to_hsv', 'hsv_to_rgb', 'color_params',
-           'apply_color', 'color_jitter', 'Augment', 'soft_targets', 'mixup', 'cutmix_box', 'cutmix', 'mix_batch',
-           'torchvision_pipeline', 'bench', 'bench_table', 'main']
+__all__ = ['AUGMENT_PRESETS', 'to_device', 'to_float', 'normalize', 'translation_matrix', 'flip_matrix', 'rotation_matrix',
+           'homography', 'warp', 'geometry_matrices', 'random_geometry', 'grayscale', 'rgb_to_hsv', 'hsv_to_rgb',
+           'color_params', 'apply_color', 'color_jitter', 'Augment', 'soft_targets', 'mixup', 'cutmix_box', 'cutmix',
+           'mix_batch', 'torchvision_pipeline', 'bench', 'bench_table', 'main']
 
 # %% ../nbs/03_augment.ipynb #5801f12d
 def _rand(*shape, generator: torch.Generator | None = None) -> torch.Tensor:
     "Uniform [0, 1) numbers of `shape`, drawn on the CPU from `generator` (the global CPU generator when None)."
     dev = generator.device if generator is not None else torch.device("cpu")
     return torch.rand(*shape, generator=generator, device=dev).cpu()
+
+def to_device(t: torch.Tensor, device: torch.device | str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    "`t` on `device` without making the host wait for a GPU: CPU tensors go through pinned memory, asynchronously."
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        t = t.pin_memory().to(device, non_blocking=True)  # a plain .to(cuda) waits for all queued GPU work
+    return t.to(device=device, dtype=dtype)
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
     "uint8 images in [0, 255] -> float32 in [0, 1]; float images are returned unchanged."
@@ -68,15 +75,15 @@ def warp(x: torch.Tensor,  # float images (B, C, H, W)
         ) -> torch.Tensor:
     "Resample each image once: output pixel p shows the input at `m[b] @ p` (bilinear, reflection at the borders)."
     B, C, H, W = x.shape
-    m = m.to(device=x.device, dtype=x.dtype)
+    m = to_device(m, x.device, x.dtype)
     if pad: x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
     ys = torch.arange(H, device=x.device, dtype=x.dtype) + (0.5 - H / 2)
     xs = torch.arange(W, device=x.device, dtype=x.dtype) + (0.5 - W / 2)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     p = torch.stack([gx, gy, torch.ones_like(gx)], -1).view(1, H * W, 3) @ m.transpose(1, 2)
     xy = p[..., :2] / p[..., 2:]
-    scale = torch.tensor([2 / (W + 2 * pad), 2 / (H + 2 * pad)], device=x.device, dtype=x.dtype)
-    return F.grid_sample(x, (xy * scale).view(B, H, W, 2), mode="bilinear", padding_mode="reflection", align_corners=False)
+    grid = torch.stack([xy[..., 0] * (2 / (W + 2 * pad)), xy[..., 1] * (2 / (H + 2 * pad))], -1)  # to [-1, 1]
+    return F.grid_sample(x, grid.view(B, H, W, 2), mode="bilinear", padding_mode="reflection", align_corners=False)
 
 # %% ../nbs/03_augment.ipynb #e4aa384d
 def geometry_matrices(n: int,  # number of images
@@ -116,7 +123,7 @@ _GRAY = (0.2989, 0.587, 0.114)  # ITU-R 601 luma weights, as torchvision's rgb_t
 
 def grayscale(x: torch.Tensor) -> torch.Tensor:
     "Luma (B, 1, H, W) of RGB images (B, 3, H, W)."
-    return (x * torch.tensor(_GRAY, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    return _GRAY[0] * x[:, 0:1] + _GRAY[1] * x[:, 1:2] + _GRAY[2] * x[:, 2:3]
 
 def _blend(x, other, f): return (f * x + (1 - f) * other).clamp_(0, 1)
 
@@ -134,7 +141,7 @@ def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
 def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
     "HSV images (B, 3, H, W) with hue in [0, 1) -> RGB."
     h, s, v = x[:, 0:1], x[:, 1:2], x[:, 2:3]
-    k = (torch.tensor([5., 3., 1.], dtype=x.dtype, device=x.device).view(1, 3, 1, 1) + h * 6) % 6
+    k = (torch.cat([h * 6 + 5, h * 6 + 3, h * 6 + 1], 1)) % 6
     return v - v * s * torch.minimum(k, 4 - k).clamp(0, 1)
 
 # %% ../nbs/03_augment.ipynb #2e7617d0
@@ -147,7 +154,7 @@ def color_params(n: int, brightness: float = 0.2, contrast: float = 0.2, saturat
 
 def apply_color(x: torch.Tensor, p: dict) -> torch.Tensor:
     "Apply `color_params` factors to images (B, 3, H, W) in [0, 1]: brightness, contrast, saturation, then hue."
-    v = lambda t: t.to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
+    v = lambda t: to_device(t, x.device, x.dtype).view(-1, 1, 1, 1)
     x = _blend(x, torch.zeros_like(x), v(p["brightness"]))
     x = _blend(x, grayscale(x).mean((-2, -1), keepdim=True), v(p["contrast"]))
     x = _blend(x, grayscale(x), v(p["saturation"]))
@@ -222,7 +229,7 @@ class Augment:
 def soft_targets(y: torch.Tensor, num_classes: int, label_smoothing: float = 0.0) -> torch.Tensor:
     "One-hot float targets (B, num_classes), smoothed: true class 1 - s + s/C, others s/C."
     if not 0 <= label_smoothing < 1: raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
-    if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+    if len(y) and y.device.type == "cpu" and (int(y.min()) < 0 or int(y.max()) >= num_classes):  # on a GPU, one_hot asserts
         raise ValueError(f"labels must be in [0, {num_classes}), got range [{int(y.min())}, {int(y.max())}]")
     return F.one_hot(y.long(), num_classes).float() * (1 - label_smoothing) + label_smoothing / num_classes
 
@@ -238,8 +245,8 @@ def _perm(n, generator=None):
 
 def mixup(x: torch.Tensor, targets: torch.Tensor, lam: float, perm: torch.Tensor):
     "Mixup with weight `lam` against the batch permuted by `perm`: returns (x, targets)."
-    perm = perm.to(x.device)
-    return lam * x + (1 - lam) * x[perm], lam * targets + (1 - lam) * targets[perm.to(targets.device)]
+    perm = to_device(perm, x.device)
+    return lam * x + (1 - lam) * x[perm], lam * targets + (1 - lam) * targets[to_device(perm, targets.device)]
 
 def cutmix_box(size, lam: float, generator: torch.Generator | None = None) -> tuple[int, int, int, int]:
     "CutMix box (y0, y1, x0, x1): sides sqrt(1 - lam) of `size` (H, W), centred at a random pixel, clipped to the image."
@@ -252,11 +259,11 @@ def cutmix_box(size, lam: float, generator: torch.Generator | None = None) -> tu
 def cutmix(x: torch.Tensor, targets: torch.Tensor, box: tuple, perm: torch.Tensor):
     "Paste `box` from the batch permuted by `perm`; targets are weighted by the exact pasted area. Returns (x, targets)."
     y0, y1, x0, x1 = box
-    perm = perm.to(x.device)
+    perm = to_device(perm, x.device)
     out = x.clone()
     out[:, :, y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
     area = (y1 - y0) * (x1 - x0) / (x.shape[-2] * x.shape[-1])
-    return out, (1 - area) * targets + area * targets[perm.to(targets.device)]
+    return out, (1 - area) * targets + area * targets[to_device(perm, targets.device)]
 
 def mix_batch(x: torch.Tensor,  # float images (B, C, H, W)
               targets: torch.Tensor,  # float soft targets (B, num_classes), e.g. from `soft_targets`

@@ -17,8 +17,8 @@ from .train import autocast  # the trainer's own rule, so the bare loop runs exa
 __all__ = ['FLOP_HEADERS', 'SETTING_HEADERS', 'SECTION', 'flops_per_image', 'flop_table', 'synchronize', 'peak_tflops', 'Setting',
            'prepare', 'bare_step', 'random_batch', 'time_steps', 'bf16_reason', 'settings_for', 'compiled_settings',
            'reset_peak_memory', 'peak_memory', 'measure_setting', 'measure_settings', 'fast_path_error',
-           'trainer_splits', 'measure_trainer', 'overhead_breakdown', 'load_average', 'append_report', 'run_benchmark',
-           'pos', 'arg_parser', 'main']
+           'trainer_splits', 'measure_trainer', 'overhead_breakdown', 'profile_trainer', 'load_average',
+           'append_report', 'run_benchmark', 'pos', 'arg_parser', 'main']
 
 # %% ../nbs/07_bench.ipynb #41db6349
 def flops_per_image(name: str = "attnresnet", backward: bool = False, image_size: int = 32, **kwargs) -> float:
@@ -186,22 +186,22 @@ SETTING_HEADERS = dict(setting="setting (bare loop)", images_s="images/s", ms_st
 
 # %% ../nbs/07_bench.ipynb #08b4f8b4
 def measure_settings(device: torch.device, batch_size: int = 128, width: int = 31, steps: int = 1, warmup: int = 1,
-                     repeats: int = 3, compile: bool = True, peaks: dict | None = None, log=print) -> list[dict]:
-    "Rows of `measure_setting` for every eager setting of `settings_for` and every compiled one of `compiled_settings`."
+                     repeats: int = 3, compile: bool = True, peaks: dict | None = None, log=print, eager: bool = True) -> list[dict]:
+    "Rows of `measure_setting` for every eager setting of `settings_for` (unless not `eager`) and every compiled one."
     train_flops = flops_per_image("attnresnet", backward=True, width=width)
     kw = dict(batch_size=batch_size, width=width, steps=steps, warmup=warmup, repeats=repeats, train_flops=train_flops, peaks=peaks)
     rows = []
-    for s, skip in settings_for(device):
+    for s, skip in settings_for(device) if eager else []:
         rows.append(measure_setting(s, device, skip=skip, **kw)); log(f"  {s.label}: {rows[-1]['images_s']} images/s")
-    best = {}
+    best = {} if eager else dict(fp32=True, bf16=True)  # without eager rows to choose from: channels_last
     for prec in ("fp32", "bf16"):
         timed = [r for r in rows if r["setting_obj"].precision == prec and r["rate"]]
         if timed: best[prec] = max(timed, key=lambda r: r["rate"])["setting_obj"].channels_last
     for s, skip in compiled_settings(device, best, compile):
         rows.append(measure_setting(s, device, skip=skip, **kw)); log(f"  {s.label}: {rows[-1]['images_s']} images/s")
-    eager = rows[0]["rate"]
+    base = rows[0]["rate"] if eager and rows else None  # speed-ups are relative to eager fp32
     for r in rows:
-        r["speedup"] = f"{r['rate'] / eager:.2f}x" if r["rate"] and eager else ""
+        r["speedup"] = f"{r['rate'] / base:.2f}x" if r["rate"] and base else ""
     return rows
 
 # %% ../nbs/07_bench.ipynb #88e7bdec
@@ -265,6 +265,7 @@ def measure_trainer(device: torch.device, batch_size: int = 128, width: int = 31
 def overhead_breakdown(tr, repeats: int = 3) -> dict:
     "Median ms per step of the trainer `tr`'s parts outside forward/backward: augment+mix, grad clipping, EMA, schedule."
     from attnresnet.augment import normalize, soft_targets
+    from attnresnet.train import ema_update
     c, dev = tr.config, tr.device
     xb, yb = next(iter(tr.loader))
     def augment():
@@ -274,7 +275,7 @@ def overhead_breakdown(tr, repeats: int = 3) -> dict:
     for p in tr.model.parameters(): p.grad = torch.randn_like(p) if p.grad is None else p.grad
     parts = dict(augment_and_mix=augment,
                  grad_clip=lambda: nn.utils.clip_grad_norm_(tr.model.parameters(), c.grad_clip) if c.grad_clip > 0 else None,
-                 ema=lambda: tr.ema.update_parameters(tr.model) if tr.ema is not None else None,
+                 ema=lambda: ema_update(tr.ema, tr.model, c.ema_decay) if tr.ema is not None else None,
                  schedule=lambda: None)
     out = {}
     for name, fn in parts.items():
@@ -284,6 +285,42 @@ def overhead_breakdown(tr, repeats: int = 3) -> dict:
         out[name] = 1000 * statistics.median(times[1:])
     del out["schedule"]
     return out
+
+# %% ../nbs/07_bench.ipynb #8894c1dc
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda": return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+def _busy_fraction(intervals: list[tuple[float, float]]) -> float | None:
+    "Union length of (start, end) intervals over the span from the first start to the last end (None for no intervals)."
+    if not intervals: return None
+    intervals, busy, (lo, hi) = sorted(intervals), 0.0, sorted(intervals)[0]
+    for s, e in intervals[1:]:
+        if s > hi: busy, lo, hi = busy + hi - lo, s, e
+        else: hi = max(hi, e)
+    busy += hi - lo
+    span = max(e for _, e in intervals) - intervals[0][0]
+    return busy / span if span > 0 else 1.0
+
+def profile_trainer(tr, steps: int = 20, row_limit: int = 12) -> dict:
+    "Profile `steps` of `tr.train_step`: the top-operator table, GPU busy fraction, and wall ms per step."
+    from torch.profiler import profile, ProfilerActivity
+    from torch.autograd import DeviceType
+    it = iter(tr.loader)
+    batches = [next(it) for _ in range(min(steps, len(tr.loader)))]
+    tr.train_model.train()
+    tr.train_step(*batches[0]); synchronize(tr.device)  # warm-up outside the profile
+    gpu = tr.device.type == "cuda"
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])) as prof:
+        t0 = time.perf_counter()
+        for xb, yb in batches: tr.train_step(xb, yb)
+        synchronize(tr.device)
+        wall = time.perf_counter() - t0
+    kernels = [(e.time_range.start, e.time_range.end) for e in prof.events() if e.device_type == DeviceType.CUDA]
+    sort = "self_device_time_total" if gpu else "self_cpu_time_total"
+    return dict(table=prof.key_averages().table(sort_by=sort, row_limit=row_limit, max_name_column_width=60),
+                busy=_busy_fraction(kernels), kernels=len(kernels), ms_per_step=1000 * wall / len(batches),
+                steps=len(batches), device=_device_name(tr.device))
 
 # %% ../nbs/07_bench.ipynb #d717cfeb
 SECTION = "## Training speed (issue 6)"
@@ -309,13 +346,10 @@ def append_report(path, text: str, section: str = SECTION):
     path.write_text(new)
 
 # %% ../nbs/07_bench.ipynb #cc7a7c45
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda": return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
-
 def run_benchmark(device: str = "auto", width: int = 31, batch_size: int | None = None, steps: int | None = None,
                   warmup: int | None = None, repeats: int = 3, compile: bool = True, quick: bool = False,
-                  trainer: bool = True, synthetic: bool = False, command: str = "", log=print) -> str:
+                  trainer: bool = True, synthetic: bool = False, command: str = "", log=print, eager: bool = True,
+                  profile: str | None = None) -> str:
     "Run every measurement and return the markdown report."
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     gpu = dev.type == "cuda"
@@ -329,7 +363,7 @@ def run_benchmark(device: str = "auto", width: int = 31, batch_size: int | None 
     if bf16_reason(dev) is None: peaks["bf16"] = peak_tflops(dev, torch.bfloat16, n=512 if quick else None, repeats=2 if quick else 5)
     log("peak " + ", ".join(f"{k} {v:.3f} TFLOP/s" for k, v in peaks.items()))
     fl = flop_table()
-    rows = measure_settings(dev, batch_size, width, steps, warmup, repeats, compile, peaks, log)
+    rows = measure_settings(dev, batch_size, width, steps, warmup, repeats, compile, peaks, log, eager)
     out = [f"### {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {_device_name(dev)}", "",
            f"Command: `{command or 'python -m attnresnet.bench'}`; torch {torch.__version__}, Python {platform.python_version()}; "
            f"{load_before} before the run.", "",
@@ -355,6 +389,14 @@ def run_benchmark(device: str = "auto", width: int = 31, batch_size: int | None 
                     "Trainer parts outside forward/backward, timed alone (ms per step): "
                     + ", ".join(f"{k} {v:.1f}" for k, v in parts.items())
                     + f" = {sum(parts.values()) / ms_bare:.1%} of a bare step.", ""]
+            if profile:
+                prof = profile_trainer(res["trainer_obj"], steps)
+                Path(profile).write_text(f"{prof['steps']} steps of Trainer.train_step on {prof['device']}, torch {torch.__version__}\n"
+                                         f"{prof['ms_per_step']:.2f} ms/step under the profiler; GPU busy: {prof['busy']}\n\n{prof['table']}")
+                busy = "n/a (CPU)" if prof["busy"] is None else f"{prof['busy']:.1%}"
+                out += [f"Profile of {prof['steps']} trainer steps (`torch.profiler`, {prof['ms_per_step']:.1f} ms/step under the "
+                        f"profiler): the GPU was busy {busy} of the span of its {prof['kernels']:,} kernels. Top operators:", "",
+                        "```", *prof["table"].splitlines()[:16], "```", ""]
         except Exception as e:
             out += [f"Full trainer: n/a ({type(e).__name__}: {e})", ""]
     out += ["FLOPs per image of each model at its defaults (FlopCounterMode; convolutions and matmuls):", "",
@@ -382,6 +424,9 @@ def arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-trainer", action="store_true", help="skip the full-trainer comparison")
     p.add_argument("--synthetic", action="store_true", help="random images for the trainer even when offline CIFAR-10 is present")
     p.add_argument("--quick", action="store_true", help="smoke test: no compilation, one step per block, small peak matmul")
+    p.add_argument("--no-eager", action="store_true", help="skip the eager settings (compiled ones assume channels_last)")
+    p.add_argument("--profile", metavar="FILE", help="also profile the trainer's steps; the full operator table goes to FILE")
+    p.add_argument("--out", metavar="FILE", help="also write the report to FILE")
     p.add_argument("--append", metavar="FILE", help=f"also append the report to FILE (e.g. BENCHMARKS.md) under '{SECTION}'")
     return p
 
@@ -397,8 +442,10 @@ def main(argv: list[str] | None = None) -> str:
     if dev.type not in ("cpu", "cuda"): p.error(f"--device {a.device!r}: only CPU and CUDA devices are supported")
     command = " ".join(["python -m attnresnet.bench", *map(shlex.quote, argv)])
     report = run_benchmark(str(dev), a.width, a.batch_size, a.steps, a.warmup, a.repeats, not a.no_compile, a.quick,
-                           not a.no_trainer, a.synthetic, command, log=lambda s: print(s, file=sys.stderr, flush=True))
+                           not a.no_trainer, a.synthetic, command, log=lambda s: print(s, file=sys.stderr, flush=True),
+                           eager=not a.no_eager, profile=a.profile)
     print(report)
+    if a.out: Path(a.out).write_text(report)
     if a.append: append_report(a.append, report); print(f"appended to {a.append}", file=sys.stderr)
     return report
 

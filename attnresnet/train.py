@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_train.ipynb #3f6143b6
 from __future__ import annotations
-import argparse, csv, dataclasses, difflib, io, json, math, os, platform, subprocess, sys, time
+import argparse, csv, dataclasses, difflib, io, itertools, json, math, os, platform, subprocess, sys, time
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 from typing import Callable
@@ -19,7 +19,7 @@ from .augment import Augment, AUGMENT_PRESETS, normalize, soft_targets, to_float
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'TrainConfig', 'validate_config', 'make_config', 'resolve_device', 'cpu_has_fast_bf16',
-           'resolve_precision', 'device_name', 'autocast', 'prepare_batch', 'predict', 'accuracy',
+           'resolve_precision', 'device_name', 'autocast', 'prepare_batch', 'ema_update', 'predict', 'accuracy',
            'classification_metrics', 'environment', 'write_text_atomic', 'write_json', 'write_history', 'read_history',
            'load_config', 'Trainer', 'model_kwargs', 'fit', 'make_standin_dataset', 'load_model', 'plot_history',
            'LiveCurves', 'arg_parser', 'main']
@@ -154,6 +154,18 @@ def prepare_batch(xb: torch.Tensor, mean, std, channels_last: bool = True) -> to
     x = normalize(to_float(xb), mean, std)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
+# %% ../nbs/04_train.ipynb #6f657a07
+@torch.no_grad()
+def ema_update(ema: AveragedModel, model: nn.Module, decay: float):
+    "Move `ema`'s weights and float buffers towards `model`'s by `1 - decay` (torch's EMA rule; 0 copies); copy integer buffers."
+    pairs = list(zip(itertools.chain(ema.module.parameters(), ema.module.buffers()),
+                     itertools.chain(model.parameters(), model.buffers())))
+    floats = [(e, m) for e, m in pairs if e.is_floating_point()]
+    if floats: get_ema_multi_avg_fn(decay)([e for e, _ in floats], [m for _, m in floats], None)
+    for e, m in pairs:
+        if not e.is_floating_point(): e.copy_(m)
+    ema.n_averaged += 1  # kept for AveragedModel's bookkeeping; a device-side add, no wait
+
 # %% ../nbs/04_train.ipynb #90c2a693
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, mean, std, batch_size: int = 1000, tta: bool = False,
@@ -252,38 +264,44 @@ class Trainer:
         self.swa_scheduler = SWALR(self.optimizer, swa_lr=c.swa_lr, anneal_epochs=1) if c.swa else None
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         # averages are built from the uncompiled module, buffers (BN statistics) included
-        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(c.ema_decay), use_buffers=True) if c.ema_decay > 0 else None
+        self.ema = AveragedModel(self.model, use_buffers=True) if c.ema_decay > 0 else None  # updated by `ema_update`
         self.swa_model = AveragedModel(self.model) if c.swa else None
-        self.epoch, self.history, self.best, self.elapsed = 0, [], dict(val_acc=-1.0, epoch=0, weights="raw"), 0.0
+        self.epoch, self.steps, self.history, self.best, self.elapsed = 0, 0, [], dict(val_acc=-1.0, epoch=0, weights="raw"), 0.0
 
-    # --- one epoch ---
+    # --- one step, one epoch ---
+    def train_step(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        "One optimiser step on a batch of uint8 images and labels; returns (loss, correct) as device tensors, never waiting for the GPU."
+        c = self.config
+        x = prepare_batch(self.augment(xb, generator=self.aug_generator), self.mean, self.std, c.channels_last)
+        t = soft_targets(yb, len(self.splits.classes))
+        x, t = self.augment.mix(x, t, generator=self.aug_generator)
+        with autocast(self.precision, self.device):
+            logits = self.train_model(x).float()
+            loss = F.cross_entropy(logits, t, label_smoothing=c.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if c.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+        self.scaler.step(self.optimizer); self.scaler.update()
+        if self.epoch < self.swa_epoch: self.scheduler.step()
+        if self.ema is not None: ema_update(self.ema, self.model, 0.0 if self.steps == 0 else c.ema_decay)  # the first update copies
+        self.steps += 1
+        return loss.detach(), (logits.detach().argmax(1) == t.argmax(1)).sum()
+
     def train_epoch(self, progress=None) -> dict:
         "Train one epoch; returns mean loss, accuracy on the (augmented) batches, final learning rate, images/s, seconds."
-        c, model = self.config, self.train_model
-        model.train()
+        self.train_model.train()
         t0, total, correct, n_img = time.perf_counter(), torch.zeros((), device=self.device), torch.zeros((), device=self.device), 0
         for xb, yb in self.loader:
-            x = prepare_batch(self.augment(xb, generator=self.aug_generator), self.mean, self.std, c.channels_last)
-            t = soft_targets(yb, len(self.splits.classes))
-            x, t = self.augment.mix(x, t, generator=self.aug_generator)
-            with autocast(self.precision, self.device):
-                logits = model(x).float()
-                loss = F.cross_entropy(logits, t, label_smoothing=c.label_smoothing)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if c.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
-            self.scaler.step(self.optimizer); self.scaler.update()
-            if self.epoch < self.swa_epoch: self.scheduler.step()
-            if self.ema is not None: self.ema.update_parameters(self.model)
-            total += loss.detach(); n_img += len(xb)
-            correct += (logits.detach().argmax(1) == t.argmax(1)).sum()
+            loss, right = self.train_step(xb, yb)
+            total += loss; correct += right; n_img += len(xb)
             if progress is not None: progress.update(1)
         if self.swa_model is not None and self.epoch >= self.swa_epoch:
             self.swa_model.update_parameters(self.model); self.swa_scheduler.step()
+        train_loss, train_acc = (total / len(self.loader)).item(), (correct / n_img).item()  # waits for the GPU: once per epoch
         seconds = time.perf_counter() - t0
-        return dict(train_loss=(total / len(self.loader)).item(), train_acc=(correct / n_img).item(), lr=self.optimizer.param_groups[0]["lr"],
+        return dict(train_loss=train_loss, train_acc=train_acc, lr=self.optimizer.param_groups[0]["lr"],
                     images_per_s=n_img / seconds, seconds=seconds)
 
     def save_best(self, run_dir: Path, name: str, module: nn.Module, val_acc: float):
@@ -305,7 +323,7 @@ class Trainer:
     # --- state ---
     def state_dict(self) -> dict:
         "Everything needed to continue this run exactly."
-        return dict(epoch=self.epoch, history=self.history, best=self.best, elapsed=self.elapsed, model=self.model.state_dict(),
+        return dict(epoch=self.epoch, steps=self.steps, history=self.history, best=self.best, elapsed=self.elapsed, model=self.model.state_dict(),
                     ema=self.ema.state_dict() if self.ema is not None else None,
                     swa=self.swa_model.state_dict() if self.swa_model is not None else None,
                     optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
@@ -317,6 +335,7 @@ class Trainer:
     def load_state_dict(self, s: dict):
         "Restore what `state_dict` saved."
         self.epoch, self.history, self.best, self.elapsed = s["epoch"], s["history"], s["best"], s["elapsed"]
+        self.steps = s.get("steps", self.epoch * len(self.loader))
         self.model.load_state_dict(s["model"])
         if self.ema is not None: self.ema.load_state_dict(s["ema"])
         if self.swa_model is not None: self.swa_model.load_state_dict(s["swa"])

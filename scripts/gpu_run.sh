@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# One GPU quarter-hour -> one archive of results. Runs from a plain checkout on a bare GPU machine (python3 with torch,
+# torchvision, numpy, matplotlib, tqdm, pytest; no Jupyter, no network, package not installed: PYTHONPATH=.).
+#
+#   bash scripts/gpu_run.sh OUT [--budget SECONDS] [--data FOLDER_OR_TAR_XZ] [--work DIR] [--smoke]
+#
+# OUT       where gpu-results.tar.gz (everything below) and steps.txt go; nothing else is written there
+# --budget  seconds the whole script may take (default 420; 150 with --smoke); every step is time-boxed to fit
+# --data    an image-folder root (train/<class>/, test/<class>/) or a .tar.xz of one
+#           (default: .travel/cifar10-jpeg.tar.xz, else ../shared/data/cifar10-jpeg)
+# --work    scratch folder for unpacked data, caches and checkpoints (default: a new temporary folder)
+# --smoke   every step at toy scale on the CPU (about two minutes): the test suite runs this, so the script cannot rot
+#
+# Steps, in order, each with its own time box; the archive is rewritten after each, so a step that runs out of time
+# (or a command killed at its limit) still leaves the earlier steps' results:
+#   env      nvidia-smi, card, torch/CUDA versions
+#   data     unpack the archive, decode and cache the images (timed)
+#   tests    pytest -m gpu: fast path = eager fp32 within bf16 tolerance; augmentation CUDA == CPU; no host sync per step
+#   bench    eager settings, trainer vs bare loop, torch.profiler table and GPU busy fraction (python -m attnresnet.bench)
+#   train    the paper's recipe on the full data for E epochs, E chosen from a measured 1-epoch probe to end inside the box
+#   compile  the benchmark's torch.compile and CUDA-graph rows (last: compiling costs minutes, training comes first)
+set -uo pipefail
+
+usage() { sed -n '5,12p' "$0" >&2; exit 2; }
+[ $# -ge 1 ] || usage
+OUT=$1; shift
+BUDGET=""; DATA=""; WORK=""; SMOKE=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --budget) BUDGET=${2:?--budget needs seconds}; shift 2 ;;
+    --data) DATA=${2:?--data needs a folder or .tar.xz}; shift 2 ;;
+    --work) WORK=${2:?--work needs a folder}; shift 2 ;;
+    --smoke) SMOKE=1; shift ;;
+    *) echo "gpu_run.sh: unknown argument $1" >&2; usage ;;
+  esac
+done
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO" || exit 2
+PY=${PYTHON:-python3}
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+[ -n "$BUDGET" ] || BUDGET=$([ $SMOKE = 1 ] && echo 150 || echo 420)
+[[ "$BUDGET" =~ ^[0-9]+$ ]] && [ "$BUDGET" -ge 60 ] || { echo "gpu_run.sh: --budget $BUDGET: give at least 60 seconds" >&2; exit 2; }
+if [ -z "$DATA" ]; then
+  if [ -f .travel/cifar10-jpeg.tar.xz ]; then DATA=.travel/cifar10-jpeg.tar.xz; else DATA=../shared/data/cifar10-jpeg; fi
+fi
+[ -e "$DATA" ] || { echo "gpu_run.sh: --data $DATA does not exist; copy ../shared/data/cifar10-jpeg.tar.xz into .travel/" >&2; exit 2; }
+mkdir -p "$OUT" || exit 2
+OUT=$(cd "$OUT" && pwd)
+WORK=${WORK:-$(mktemp -d)}
+mkdir -p "$WORK" && WORK=$(cd "$WORK" && pwd)
+RES=$WORK/results
+mkdir -p "$RES/runs"
+export ATTNRESNET_CACHE=$WORK/cache
+START=$(date +%s)
+
+left() { echo $((BUDGET - ($(date +%s) - START))); }
+pack() {  # everything except checkpoints, into one archive (the device returns at most a few files)
+  tar -czf "$OUT/gpu-results.tar.gz.tmp" --exclude='*.pt' --exclude='*.tmp' -C "$WORK" results \
+    && mv "$OUT/gpu-results.tar.gz.tmp" "$OUT/gpu-results.tar.gz"
+  cp "$RES/steps.txt" "$OUT/steps.txt" 2>/dev/null
+}
+step() {  # step NAME SECONDS CMD...: run CMD with a time box, log to results/NAME.log, record status and time
+  local name=$1 box=$2; shift 2
+  local t0=$(date +%s) rc
+  if [ "$box" -lt 5 ]; then echo "$name skipped: no time left" | tee -a "$RES/steps.txt"; pack; return 1; fi
+  echo "== $name (time box ${box}s, $(left)s left)"
+  timeout -k 10 "$box" "$@" >"$RES/$name.log" 2>&1; rc=$?
+  local msg="$name rc=$rc $(( $(date +%s) - t0 ))s$([ $rc = 124 ] || [ $rc = 137 ] && echo ' (time box reached)')"
+  echo "$msg" | tee -a "$RES/steps.txt"; tail -n 5 "$RES/$name.log"
+  pack; return $rc
+}
+
+if [ $SMOKE = 1 ]; then
+  DEVICE=cpu; TRAIN=(--width 4 --batch-size 32 --eval-batch-size 500)
+  BENCH=(--device cpu --width 4 --batch-size 16 --repeats 2 --quick --synthetic)
+  TESTS=(tests/test_gpu.py -q -p no:cacheprovider); RESERVE_COMPILE=0
+else
+  DEVICE=cuda; TRAIN=(); BENCH=(--device cuda)
+  TESTS=(-m gpu tests/test_gpu.py -q -p no:cacheprovider); RESERVE_COMPILE=100
+fi
+echo "budget ${BUDGET}s, smoke=$SMOKE, data $DATA, work $WORK" | tee "$RES/steps.txt"
+
+# env
+step env 30 bash -c "date -u; uname -a; (nvidia-smi || echo 'no nvidia-smi'); $PY -c '
+import platform, torch, torchvision, numpy
+print(\"python\", platform.python_version(), \"torch\", torch.__version__, \"torchvision\", torchvision.__version__, \"numpy\", numpy.__version__)
+print(\"cuda\", torch.version.cuda, \"cudnn\", torch.backends.cudnn.version(), \"available\", torch.cuda.is_available())
+if torch.cuda.is_available(): p = torch.cuda.get_device_properties(0); print(\"card\", p.name, p.multi_processor_count, \"SMs\", round(p.total_memory / 2**30, 1), \"GiB\")
+'; git -C '$REPO' rev-parse HEAD 2>/dev/null || echo 'no git'; git -C '$REPO' status --short 2>/dev/null | head -20"
+
+# data: a folder is used in place; an archive is unpacked into the work folder
+if [ -f "$DATA" ]; then
+  step unpack 90 tar -xJf "$DATA" -C "$WORK" || exit 1
+  DATA=$WORK/$(tar -tJf "$DATA" | head -1 | cut -d/ -f1)
+fi
+export ATTNRESNET_DATA=$DATA
+step data 120 $PY -c "
+import time; t = time.perf_counter()
+from attnresnet.data import load_splits
+s = load_splits('$DATA'); print(s.summary()); print(f'decoded and split in {time.perf_counter() - t:.1f} s')" || exit 1
+
+step tests 150 $PY -m pytest "${TESTS[@]}"
+step bench 120 $PY -m attnresnet.bench "${BENCH[@]}" --no-compile --profile "$RES/profile.txt" --out "$RES/bench.md"
+
+# train: a 1-epoch probe measures the epoch (training, validation, start-up, test), then E epochs fill the box
+PROBE=$RES/runs/probe-1epoch
+step probe 120 $PY -m attnresnet.train --data "$DATA" --device $DEVICE "${TRAIN[@]}" --epochs 1 --run-dir "$PROBE" --progress false
+BOX=$(( $(left) - RESERVE_COMPILE - 15 ))
+E=$($PY - "$PROBE" "$BOX" "$SMOKE" <<'PY'
+import json, sys
+from pathlib import Path
+run, box, smoke = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
+m = json.loads((run / "metrics.json").read_text())
+steps = {l.split()[0]: l for l in (run.parent.parent / "steps.txt").read_text().splitlines()}
+probe_s = int(steps["probe"].split()[2].rstrip("s"))        # the whole probe process: start-up, data, 1 epoch, test
+epoch_s = m["wall_time_s"]                                  # 1 epoch with warm-up, validation and the test evaluations
+fixed = max(probe_s - epoch_s, 0) + 10                      # start-up and writing, with a margin
+e = int((0.9 * box - fixed) // epoch_s)                     # 10% slack: the run must end well inside its box
+print(max(0, min(e, 2 if smoke else 500)))
+PY
+)
+echo "train box ${BOX}s -> E=${E:-?} epochs (from the probe)" | tee -a "$RES/steps.txt"
+if [ -n "$E" ] && [ "$E" -ge 1 ]; then
+  step train "$BOX" $PY -m attnresnet.train --data "$DATA" --device $DEVICE "${TRAIN[@]}" --epochs "$E" \
+    --run-dir "$RES/runs/paper-${E}epochs" --progress false
+fi
+
+# fast recipe: one run when TrainConfig has one (the fast-recipe issue); skipped until then
+if $PY -c "import sys, attnresnet.train as t; sys.exit('recipe' not in t.TrainConfig.__dataclass_fields__)" 2>/dev/null; then
+  step fast $(( $(left) - RESERVE_COMPILE - 10 )) $PY -m attnresnet.train --data "$DATA" --device $DEVICE "${TRAIN[@]}" \
+    --recipe fast --run-dir "$RES/runs/fast" --progress false
+else echo "fast skipped: TrainConfig has no recipe parameter yet" | tee -a "$RES/steps.txt"; fi
+
+if [ $SMOKE = 0 ]; then
+  step compile $(( $(left) - 10 )) $PY -m attnresnet.bench "${BENCH[@]}" --no-eager --no-trainer --out "$RES/bench-compiled.md"
+fi
+echo "done in $(( $(date +%s) - START ))s of ${BUDGET}s" | tee -a "$RES/steps.txt"
+pack
