@@ -104,7 +104,7 @@ step bench 120 $PY -m attnresnet.bench "${BENCH[@]}" --no-compile --profile "$RE
 
 # train: a 1-epoch probe measures the epoch (training, validation, start-up, test), then E epochs fill the box
 PROBE=$RES/runs/probe-1epoch
-step probe 120 $PY -m attnresnet.train --data "$DATA" --device $DEVICE "${TRAIN[@]}" --epochs 1 --run-dir "$PROBE" --progress false
+step probe 120 $PY -m attnresnet.train --data "$DATA" --device $DEVICE "${TRAIN[@]}" --epochs 1 --run-dir "$PROBE" --progress true
 BOX=$(( $(left) - RESERVE_COMPILE - 15 ))
 E=$($PY - "$PROBE" "$BOX" "$SMOKE" <<'PY'
 import json, sys
@@ -122,13 +122,13 @@ PY
 echo "train box ${BOX}s -> E=${E:-?} epochs (from the probe)" | tee -a "$RES/steps.txt"
 if [ -n "$E" ] && [ "$E" -ge 1 ]; then
   step train "$BOX" $PY -m attnresnet.train --data "$DATA" --device $DEVICE "${TRAIN[@]}" --epochs "$E" \
-    --run-dir "$RES/runs/paper-${E}epochs" --progress false
+    --run-dir "$RES/runs/paper-${E}epochs" --progress true
 fi
 
 # fast recipe: one run when TrainConfig has one (the fast-recipe issue); skipped until then
 if $PY -c "import sys, attnresnet.train as t; sys.exit('recipe' not in t.TrainConfig.__dataclass_fields__)" 2>/dev/null; then
   step fast $(( $(left) - RESERVE_COMPILE - 10 )) $PY -m attnresnet.train --data "$DATA" --device $DEVICE "${TRAIN[@]}" \
-    --recipe fast --run-dir "$RES/runs/fast" --progress false
+    --recipe fast --run-dir "$RES/runs/fast" --progress true
 else echo "fast skipped: TrainConfig has no recipe parameter yet" | tee -a "$RES/steps.txt"; fi
 
 if [ $SMOKE = 0 ]; then
