@@ -1,0 +1,66 @@
+"""Unpack what `scripts/gpu_run.sh` brought back into results/gpu/<date>-<card>/, draw Figure 4 of its longest run, and
+print the summary the README's "Results on a GPU" section is written from.
+
+    python scripts/gpu_results.py gpu-results.tar.gz [--dest results/gpu]
+"""
+import argparse, json, re, shutil, sys, tarfile, tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from attnresnet.train import read_history, plot_history  # noqa: E402
+from attnresnet.figures import save_figure  # noqa: E402
+
+def card_and_date(results: Path) -> tuple[str, str]:
+    "The GPU name (or 'cpu') and the UTC date of the run, from the env step's log."
+    env = (results / "env.log").read_text()
+    card = re.search(r"^card (.+?) \d+ SMs", env, re.M)
+    date = re.search(r"\b(\w{3}) (\w{3}) +(\d+) [\d:]+(?: [AP]M)? UTC (\d{4})", env)
+    months = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+    day = f"{date[4]}-{months.index(date[2]) + 1:02d}-{int(date[3]):02d}" if date else "undated"
+    name = card[1].replace("NVIDIA ", "").replace(" ", "-") if card else "cpu"
+    return name, day
+
+def summary(results: Path, peak_bf16: float | None) -> list[str]:
+    "One markdown line per training run: epochs, accuracies, epoch time, images/s, share of the bf16 peak."
+    lines = []
+    for run in sorted((results / "runs").iterdir()):
+        if not (run / "metrics.json").exists(): continue
+        m, h = json.loads((run / "metrics.json").read_text()), read_history(run)
+        best = lambda k: max((r[k] for r in h if k in r), default=float("nan"))
+        epoch_s = sum(r["seconds"] for r in h) / len(h)
+        share = f", {100 * m['images_per_s'] * 3.147e9 / (peak_bf16 * 1e12):.1f}% of the measured bf16 peak" if peak_bf16 else ""
+        lines.append(f"- `{run.name}` ({m['device_name']}, {m['precision']}): {m['epochs']} epochs, best validation "
+                     f"{100 * best('val_acc_raw'):.2f}% raw / {100 * best('val_acc_ema'):.2f}% EMA (chosen: {m['chosen_weights']}, "
+                     f"epoch {m['best_epoch']}), test {100 * m['test_acc']:.2f}% ({100 * m['test_acc_tta']:.2f}% with flip TTA); "
+                     f"{epoch_s:.1f} s per training epoch, {m['images_per_s']:,.0f} images/s{share}; "
+                     f"wall {m['wall_time_s']:.0f} s")
+    return lines
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("archive", help="gpu-results.tar.gz from scripts/gpu_run.sh")
+    p.add_argument("--dest", default=str(REPO / "results" / "gpu"), help="parent folder (default results/gpu)")
+    a = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        with tarfile.open(a.archive) as t: t.extractall(tmp, filter="data")
+        results = Path(tmp) / "results"
+        card, day = card_and_date(results)
+        dest = Path(a.dest) / f"{day}-{card}"
+        if dest.exists(): sys.exit(f"{dest} exists already: move it away or pass another --dest")
+        shutil.copytree(results, dest, ignore=shutil.ignore_patterns("*.pt", "*.tmp"))
+    bench = (dest / "bench.md").read_text() if (dest / "bench.md").exists() else ""
+    peak = re.search(r"bf16 ([\d.]+) TFLOP/s", bench)
+    runs = [r for r in sorted((dest / "runs").iterdir()) if (r / "metrics.json").exists()]
+    if runs:
+        longest = max(runs, key=lambda r: json.loads((r / "metrics.json").read_text())["epochs"])
+        m = json.loads((longest / "metrics.json").read_text())
+        ax = plot_history(read_history(longest), f"{m['model']}, paper recipe, {m['epochs']} epochs on {m['device_name']}")
+        ax.figure.set_size_inches(10, 4.5); ax.figure.subplots_adjust(left=0.08, right=0.62, bottom=0.2)
+        ax.figure.text(0.01, 0.01, f"{m['splits']['train']:,} training / {m['splits']['val']:,} validation images of "
+                       f"{m['data_source'].split(' (')[0]}; batch 128; seed 0", fontsize=7, color="#555555")
+        save_figure(ax.figure, dest / "fig4_training_curves")
+    print(f"results in {dest.relative_to(REPO) if dest.is_relative_to(REPO) else dest}")
+    print("\n".join(summary(dest, float(peak[1]) if peak else None)))
+
+if __name__ == "__main__": main()

@@ -1,0 +1,44 @@
+"""scripts/gpu_run.sh end to end in its CPU smoke mode (so it cannot rot between GPU leases), and its argument errors."""
+import json, subprocess, sys, tarfile
+from pathlib import Path
+from conftest import REPO
+
+SCRIPT = REPO / "scripts" / "gpu_run.sh"
+
+def run_script(*args, timeout=400):
+    return subprocess.run(["bash", str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env={**__import__("os").environ, "PYTHON": sys.executable})
+
+def test_smoke_mode_runs_every_step_and_packs_one_archive(tmp_path, standin):
+    archive = tmp_path / "standin.tar.xz"
+    subprocess.run(["tar", "-cJf", str(archive), "-C", str(standin.parent), standin.name], check=True)
+    r = run_script(tmp_path / "out", "--smoke", "--data", archive, "--work", tmp_path / "work")
+    assert r.returncode == 0, r.stdout + r.stderr
+    steps = (tmp_path / "out" / "steps.txt").read_text()
+    for name in ("env", "unpack", "data", "tests", "bench", "probe", "train"):
+        assert f"\n{name} rc=0 " in steps, (name, steps)
+    assert "done in" in steps
+    with tarfile.open(tmp_path / "out" / "gpu-results.tar.gz") as t:
+        names = t.getnames()
+        assert not any(n.endswith(".pt") for n in names)  # no checkpoints travel back
+        assert {"results/bench.md", "results/profile.txt", "results/env.log", "results/tests.log"} <= set(names)
+        runs = sorted(n.split("/")[2] for n in names if n.endswith("/metrics.json"))
+        assert runs[0] == "paper-2epochs" and runs[1] == "probe-1epoch", runs
+        m = json.load(t.extractfile("results/runs/paper-2epochs/metrics.json"))
+    assert m["completed"] and m["epochs"] == 2 and m["splits"]["train"] == 270
+    assert "Profile of 1 trainer steps" in (tmp_path / "work" / "results" / "bench.md").read_text()
+
+    # back on this side: unpack into results/gpu/<date>-<card>/ with Figure 4 and a summary line per run
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_results.py"), str(tmp_path / "out" / "gpu-results.tar.gz"),
+                        "--dest", str(tmp_path / "results")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    (dest,) = (tmp_path / "results").iterdir()
+    assert dest.name.endswith("-cpu") and (dest / "fig4_training_curves.png").stat().st_size > 10_000
+    assert "`paper-2epochs`" in r.stdout and "2 epochs" in r.stdout
+
+def test_bad_arguments_exit_2_with_the_reason(tmp_path):
+    for args, said in [(["--bogus"], "unknown argument --bogus"), (["--budget", "10"], "--budget 10"),
+                       (["--data", tmp_path / "nope"], "does not exist")]:
+        r = run_script(tmp_path / "out", *args, timeout=60)
+        assert r.returncode == 2 and said in r.stderr, (args, r.stderr)
+    assert not (tmp_path / "out" / "gpu-results.tar.gz").exists()
