@@ -4,18 +4,19 @@
 
 # %% ../nbs/06_figures.ipynb #174116b8
 from __future__ import annotations
-import re
+import io, re
 from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 from .attention import ChannelAttention, SpatialAttention, DualAttention
 from .models import architecture_table, count_parameters
 from .augment import normalize
 
 # %% auto #0
-__all__ = ['ATTENTION_COLORS', 'block_name', 'attention_gates', 'gate_summary', 'attention_kind', 'stage_layout',
+__all__ = ['ATTENTION_COLORS', 'block_name', 'attention_gates', 'gate_summary', 'attention_kind', 'stage_layout', 'InlineFigure',
            'draw_architecture', 'figure_text', 'draw_dual_attention', 'draw_spatial_attention', 'save_figure']
 
 # %% ../nbs/06_figures.ipynb #5d6b38d8
@@ -83,6 +84,15 @@ def stage_layout(model: nn.Module) -> list[dict]:
                          projections=sum(not isinstance(b.shortcut, nn.Identity) for b in stage)))
     return rows
 
+# %% ../nbs/06_figures.ipynb #f31656ff
+class InlineFigure(Figure):
+    "A matplotlib `Figure`, built without pyplot, that notebooks display as a PNG image."
+    def _repr_png_(self) -> bytes:
+        "The figure as `savefig` writes it (tight bounding box), for IPython's display."
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", bbox_inches="tight")
+        return buf.getvalue()
+
 # %% ../nbs/06_figures.ipynb #0f338424
 ATTENTION_COLORS = {"CA+SA": "#f4a582", "CA": "#92c5de", "SA": "#a6dba0", "SE": "#c2a5cf", "none": "#e0e0e0"}
 
@@ -135,9 +145,8 @@ def draw_architecture(model: nn.Module, # an `AttentionResNet` (e.g. `EnhancedEf
                       note: str = "", # caption line: the scale, or the run the model comes from
                      ):
     "Figure 1: the chain Input → Conv1 → Stages 1-4 → Extra Conv → pool → FC, read from `model`."
-    from matplotlib.figure import Figure
     rows, layout = architecture_table(model), stage_layout(model)
-    fig = Figure(figsize=(15, 4.8))
+    fig = InlineFigure(figsize=(15, 4.8))
     ax = fig.add_axes([0.01, 0.06, 0.98, 0.84]); ax.set_axis_off()
     n, dx, w, h, y = len(rows), 1.5, 1.3, 1.2, 3.0
     ax.set_xlim(0, n * dx); ax.set_ylim(-0.1, 3.9)
@@ -259,8 +268,7 @@ def draw_dual_attention(model: nn.Module, # a model with `ChannelAttention` / `S
                         note: str = "", # caption line
                        ):
     "Figure 2: the dual attention module as configured in `model`, and (with `x`) its channel gates per block."
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(15, 6.2) if x is not None else (7.5, 6.2))
+    fig = InlineFigure(figsize=(15, 6.2) if x is not None else (7.5, 6.2))
     if x is None: _draw_module(fig.add_axes([0.01, 0.06, 0.98, 0.86]), model)
     else:
         gs = fig.add_gridspec(2, 2, width_ratios=[1.05, 1], left=0.01, right=0.98, top=0.9, bottom=0.1, hspace=0.45, wspace=0.12)
@@ -279,7 +287,6 @@ def draw_spatial_attention(model: nn.Module, # a model with `SpatialAttention` m
                            labels: list[str] | None = None, # optional row labels (e.g. class names)
                           ):
     "Figure 3: per image (rows), the spatial attention map of every block (columns) over the image."
-    from matplotlib.figure import Figure
     images_uint8 = images_uint8.cpu()
     x = normalize(images_uint8.float() / 255, mean, std)
     gates = {k: v["spatial"] for k, v in attention_gates(model, x).items() if "spatial" in v}
@@ -287,7 +294,7 @@ def draw_spatial_attention(model: nn.Module, # a model with `SpatialAttention` m
     n, size = len(images_uint8), images_uint8.shape[-2:]
     maps = {k: F.interpolate(v[:, None], size=size, mode="bilinear", align_corners=False)[:, 0] for k, v in gates.items()}
     lo, hi = min(float(m.min()) for m in maps.values()), max(float(m.max()) for m in maps.values())
-    fig = Figure(figsize=(1.45 * (len(maps) + 1) + 0.9, 1.5 * n + 1.1))
+    fig = InlineFigure(figsize=(1.45 * (len(maps) + 1) + 0.9, 1.5 * n + 1.1))
     gs = fig.add_gridspec(n, len(maps) + 2, width_ratios=[1] * (len(maps) + 1) + [0.08],
                           left=0.06, right=0.95, top=1 - 0.75 / (1.5 * n + 1.1), bottom=0.45 / (1.5 * n + 1.1),
                           wspace=0.06, hspace=0.08)
