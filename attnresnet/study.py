@@ -16,8 +16,7 @@ from .data import REPO_DIR
 # %% auto #0
 __all__ = ['ABLATIONS', 'ABLATION_NAMES', 'PAPER_WIDTH', 'RUNNERS', 'ABLATION_HEADERS', 'PAPER_TABLE2', 'Ablation',
            'claims_table', 'Run', 'ablation_runs', 'run_command', 'run_grid', 'collect_results', 'mean_std',
-           'ablation_table', 'scale_note', 'specifications_table', 'per_class_table', 'write_table',
-           'draw_confusion_matrix']
+           'ablation_table', 'scale_note', 'specifications_table', 'per_class_table', 'write_table']
 
 # %% ../nbs/05_study.ipynb #7662ea23
 @dataclass(frozen=True)
@@ -216,26 +215,3 @@ def write_table(path, title: str, rows: list[dict], headers: dict | None = None,
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"# {title}\n\n{markdown_table(rows, headers)}\n" + (f"\n*{note}*\n" if note else ""))
     return path
-
-# %% ../nbs/05_study.ipynb #8f1bf77f
-def draw_confusion_matrix(results: list[dict], name: str = "full", note: str = ""):
-    "Test-set confusion matrix of configuration `name`, summed over seeds, as a matplotlib Figure."
-    from matplotlib.figure import Figure
-    import numpy as np
-    rs = [r for r in results if r["name"] == name]
-    if not rs: raise ValueError(f"no finished {name!r} run")
-    cm = sum(np.array(r["metrics"]["confusion_matrix"]) for r in rs)
-    classes = rs[0]["metrics"]["classes"]
-    fig = Figure(figsize=(7, 6.2))
-    ax = fig.add_subplot()
-    im = ax.imshow(cm / cm.sum(1, keepdims=True), cmap="Blues", vmin=0, vmax=1)
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7, color="white" if cm[i, j] > 0.5 * cm[i].sum() else "black")
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(len(classes)), classes, fontsize=8)
-    ax.set_xlabel("predicted"); ax.set_ylabel("true")
-    fig.colorbar(im, ax=ax, label="fraction of the true class")
-    ax.set_title(f"Test confusion matrix, {name} ({len(rs)} seed{'s' * (len(rs) > 1)})", fontsize=10)
-    if note: fig.text(0.01, 0.005, note, fontsize=7, color="#555555")
-    return fig
