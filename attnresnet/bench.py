@@ -225,8 +225,9 @@ def fast_path_error(setting: Setting, device: torch.device | str = "cpu", width:
         loss.backward()
         results.append((out.detach(), loss.detach(), torch.cat([p.grad.flatten() for p in params.parameters()])))
     (o0, l0, g0), (o1, l1, g1) = results
+    nonfinite = [n for n, p in fast.named_parameters() if not torch.isfinite(p.grad).all()]
     return dict(output=_rel(o1, o0), loss=_rel(l1, l0), grad=_rel(g1, g0),
-                grad_cosine=F.cosine_similarity(g1.double(), g0.double(), 0).item())
+                grad_cosine=F.cosine_similarity(g1.double(), g0.double(), 0).item(), nonfinite_grads=nonfinite)
 
 # %% ../nbs/07_bench.ipynb #cfd47dbc
 def trainer_splits(n: int, synthetic: bool = False, seed: int = 0):

@@ -18,11 +18,11 @@ from .data import load_splits, DeviceLoader, atomic_save
 from .augment import Augment, AUGMENT_PRESETS, normalize, soft_targets, to_float
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'TrainConfig', 'validate_config', 'make_config', 'resolve_device', 'cpu_has_fast_bf16',
-           'resolve_precision', 'device_name', 'autocast', 'prepare_batch', 'ema_update', 'predict', 'accuracy',
-           'classification_metrics', 'environment', 'write_text_atomic', 'write_json', 'write_history', 'read_history',
-           'load_config', 'Trainer', 'model_kwargs', 'fit', 'make_standin_dataset', 'load_model', 'plot_history',
-           'LiveCurves', 'arg_parser', 'main']
+__all__ = ['PRECISIONS', 'RECIPES', 'LR_SCHEDULES', 'TrainConfig', 'validate_config', 'check_data', 'make_config',
+           'resolve_device', 'cpu_has_fast_bf16', 'resolve_precision', 'device_name', 'autocast', 'prepare_batch',
+           'ema_update', 'ema_decay_at', 'lr_factor', 'predict', 'accuracy', 'classification_metrics', 'environment',
+           'write_text_atomic', 'write_json', 'write_history', 'read_history', 'load_config', 'Trainer', 'model_kwargs',
+           'fit', 'make_standin_dataset', 'load_model', 'plot_history', 'LiveCurves', 'arg_parser', 'main']
 
 # %% ../nbs/04_train.ipynb #657f51bf
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -46,14 +46,20 @@ class TrainConfig:
     mixup_prob: float = 0.3          # per-batch probability of Mixup (independent of `augment`)
     cutmix_prob: float = 0.3         # per-batch probability of CutMix (independent of `augment`)
     # optimisation
-    epochs: int = 500
+    recipe: str = "paper"            # "paper" (section 2.4: these defaults) or "fast": `make_config` fills in `RECIPES[recipe]`
+    epochs: int = 500                # with `time_budget`: the most epochs
+    time_budget: float = 0.0         # seconds for the epochs (training and validation); >0: as many epochs as fit, from the first one's time
     batch_size: int = 128
-    lr: float = 0.1                  # peak learning rate, annealed to 0 by a per-iteration cosine
+    lr: float = 0.1                  # peak learning rate
+    lr_schedule: str = "cosine"      # "cosine" (per iteration, to 0), "cosine_epoch" (stepped once per epoch), "linear" (to 0)
+    warmup_epochs: float = 0.0       # linear warm-up of the learning rate from 0, before the schedule
     momentum: float = 0.9
+    nesterov: bool = False
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
     grad_clip: float = 1.0           # max gradient norm (the paper gives none; 1.0 is the common choice); 0: off
     ema_decay: float = 0.999         # EMA of weights and buffers; 0 turns EMA off
+    ema_warmup: bool = False         # the EMA's decay ramps up as 1 - (1 + step)^(-2/3) (timm's warm-up) until it reaches `ema_decay`
     swa: bool = False                # stochastic weight averaging over the last `swa_start` part (the WRN baseline)
     swa_start: float = 0.75          # fraction of the epochs after which SWA averages
     swa_lr: float = 0.05             # constant learning rate of the SWA phase
@@ -70,9 +76,18 @@ class TrainConfig:
     def __post_init__(self): validate_config(self)
 
 # %% ../nbs/04_train.ipynb #aef835c3
-_CHOICES = dict(model=tuple(MODELS), augment=tuple(AUGMENT_PRESETS), precision=PRECISIONS)
+RECIPES = {
+    "paper": {},  # TrainConfig's defaults are the paper's recipe
+    "fast": dict(epochs=40, batch_size=256, lr=0.2, lr_schedule="linear", warmup_epochs=1.0, nesterov=True,  # why: "A fast recipe"
+                 label_smoothing=0.2, augment="basic", mixup_prob=0.0, cutmix_prob=0.0, grad_clip=0.0,
+                 ema_decay=0.99, ema_warmup=True),
+}
+
+LR_SCHEDULES = ("cosine", "cosine_epoch", "linear")
+_CHOICES = dict(model=tuple(MODELS), augment=tuple(AUGMENT_PRESETS), precision=PRECISIONS, lr_schedule=LR_SCHEDULES,
+                recipe=tuple(RECIPES))
 _POSITIVE = ("width", "depth", "widen_factor", "epochs", "batch_size", "eval_batch_size")
-_NON_NEGATIVE = ("train_subset", "seed", "lr", "momentum", "weight_decay", "grad_clip", "swa_lr")
+_NON_NEGATIVE = ("train_subset", "seed", "lr", "momentum", "weight_decay", "grad_clip", "swa_lr", "time_budget", "warmup_epochs")
 _PROBABILITIES = ("dropout", "mixup_prob", "cutmix_prob", "label_smoothing", "ema_decay", "val_fraction", "swa_start")
 
 def _type_ok(value, kind) -> bool:
@@ -92,23 +107,31 @@ def validate_config(c: TrainConfig):
     for name in _POSITIVE:
         if getattr(c, name) < 1: raise ValueError(f"{name}={getattr(c, name)!r}: must be at least 1")
     for name in _NON_NEGATIVE:
-        if getattr(c, name) < 0: raise ValueError(f"{name}={getattr(c, name)!r}: must be 0 or more")
+        if not getattr(c, name) >= 0: raise ValueError(f"{name}={getattr(c, name)!r}: must be a number, 0 or more")
     for name in _PROBABILITIES:
         if not 0 <= getattr(c, name) < 1: raise ValueError(f"{name}={getattr(c, name)!r}: must be in [0, 1)")
     if c.mixup_prob + c.cutmix_prob > 1: raise ValueError(f"mixup_prob + cutmix_prob = {c.mixup_prob + c.cutmix_prob}: must be at most 1")
     if c.model == "wrn" and ((c.depth - 4) % 6 or c.depth < 10): raise ValueError(f"depth={c.depth}: a WideResNet needs depth = 6n + 4 (10, 16, 22, 28, ...)")
+    if c.warmup_epochs >= c.epochs: raise ValueError(f"warmup_epochs={c.warmup_epochs}: must be less than epochs={c.epochs}")
+    if c.nesterov and c.momentum == 0: raise ValueError("nesterov=True needs momentum > 0 (SGD's rule)")
     if c.swa and c.swa_lr <= 0: raise ValueError(f"swa_lr={c.swa_lr}: SWA needs a positive learning rate")
-    if c.data != "cifar10" and not Path(c.data).expanduser().is_dir():
-        raise ValueError(f"data={c.data!r}: no such folder. Use data='cifar10' (torchvision download into data/) or an "
-                         "image-folder root with train/<class>/ and test/<class>/, e.g. ../shared/data/cifar10-jpeg")
     if c.device != "auto":
         try: torch.device(c.device)
         except RuntimeError: raise ValueError(f"device={c.device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
     if not c.run_dir: raise ValueError("run_dir='': give the folder where the run's artifacts go")
+    if c.recipe != "paper" and all(getattr(c, k) == TrainConfig.__dataclass_fields__[k].default for k in RECIPES[c.recipe]):
+        raise ValueError(f"recipe={c.recipe!r} with the paper's settings: build the config with make_config(recipe={c.recipe!r}) "
+                         "(as the command line and the training notebook do), which fills in the recipe's settings")
+
+def check_data(c: TrainConfig):
+    "Raise a `ValueError` naming `data` unless it is 'cifar10' or an existing folder (before training; reading a run back needs no data)."
+    if c.data != "cifar10" and not Path(c.data).expanduser().is_dir():
+        raise ValueError(f"data={c.data!r}: no such folder. Use data='cifar10' (torchvision download into data/) or an "
+                         "image-folder root with train/<class>/ and test/<class>/, e.g. ../shared/data/cifar10-jpeg")
 
 # %% ../nbs/04_train.ipynb #d36198d0
 def make_config(params: dict | TrainConfig | None = None, **overrides) -> TrainConfig:
-    "A validated `TrainConfig` from a dict of parameters and keyword overrides; unknown names are errors."
+    "A validated `TrainConfig` from a dict of parameters and keyword overrides (over the recipe's settings); unknown names are errors."
     if isinstance(params, TrainConfig): params = asdict(params)
     params = {**(params or {}), **overrides}
     names = [f.name for f in fields(TrainConfig)]
@@ -116,7 +139,9 @@ def make_config(params: dict | TrainConfig | None = None, **overrides) -> TrainC
         if k not in names:
             hint = difflib.get_close_matches(k, names, n=1)
             raise ValueError(f"{k!r} is not a training parameter" + (f"; did you mean {hint[0]!r}?" if hint else f"; parameters: {names}"))
-    return TrainConfig(**params)
+    recipe = params.get("recipe", "paper")
+    if recipe not in RECIPES: raise ValueError(f"recipe={recipe!r}: choose one of {list(RECIPES)}")
+    return TrainConfig(**{**RECIPES[recipe], **params})
 
 # %% ../nbs/04_train.ipynb #0e3687f0
 def resolve_device(device: str = "auto") -> torch.device:
@@ -165,6 +190,24 @@ def ema_update(ema: AveragedModel, model: nn.Module, decay: float):
     for e, m in pairs:
         if not e.is_floating_point(): e.copy_(m)
     ema.n_averaged += 1  # kept for AveragedModel's bookkeeping; a device-side add, no wait
+
+# %% ../nbs/04_train.ipynb #98026af1
+def ema_decay_at(step: int, decay: float, warmup: bool = False) -> float:
+    "EMA decay of update `step` (from 0): 0 for the first (a copy); with `warmup`, 1 - (1 + step)^(-2/3) until it reaches `decay`."
+    if step == 0: return 0.0
+    return min(decay, 1 - (1 + step) ** (-2 / 3)) if warmup else decay
+
+# %% ../nbs/04_train.ipynb #33c88004
+def lr_factor(step: int, steps_per_epoch: int, epochs: int, schedule: str = "cosine", warmup_epochs: float = 0.0) -> float:
+    "Learning rate of optimiser step `step` (from 0) as a fraction of the peak: linear warm-up, then `schedule` down to 0 after `epochs`."
+    warm = round(warmup_epochs * steps_per_epoch)
+    if step < warm: return (step + 1) / warm
+    if schedule == "cosine_epoch":
+        done = math.ceil(warm / steps_per_epoch) if warm else 0  # whole epochs of warm-up
+        progress = (step // steps_per_epoch - done) / max(epochs - done, 1)
+    else: progress = (step - warm) / max(epochs * steps_per_epoch - warm, 1)
+    progress = min(max(progress, 0.0), 1.0)
+    return 0.5 * (1 + math.cos(math.pi * progress)) if schedule.startswith("cosine") else 1.0 - progress
 
 # %% ../nbs/04_train.ipynb #90c2a693
 @torch.no_grad()
@@ -258,9 +301,11 @@ class Trainer:
         if len(self.loader) == 0: raise ValueError(f"batch_size={c.batch_size} is larger than the {len(s.train_x)} training images")
         self.augment = Augment(c.augment, mixup_prob=c.mixup_prob, cutmix_prob=c.cutmix_prob)
         self.aug_generator = torch.Generator().manual_seed(c.seed + 1)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, nesterov=False)
-        self.swa_epoch = math.floor(c.swa_start * c.epochs) if c.swa else c.epochs
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(self.swa_epoch * len(self.loader), 1))
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
+                                         nesterov=c.nesterov)
+        self.planned_epochs = c.epochs  # with a time budget, `plan_epochs` lowers it after the first epochs
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(  # reads planned_epochs at every step
+            self.optimizer, lambda step: lr_factor(step, len(self.loader), self.swa_epoch, c.lr_schedule, c.warmup_epochs))
         self.swa_scheduler = SWALR(self.optimizer, swa_lr=c.swa_lr, anneal_epochs=1) if c.swa else None
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         # averages are built from the uncompiled module, buffers (BN statistics) included
@@ -285,7 +330,7 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
         self.scaler.step(self.optimizer); self.scaler.update()
         if self.epoch < self.swa_epoch: self.scheduler.step()
-        if self.ema is not None: ema_update(self.ema, self.model, 0.0 if self.steps == 0 else c.ema_decay)  # the first update copies
+        if self.ema is not None: ema_update(self.ema, self.model, ema_decay_at(self.steps, c.ema_decay, c.ema_warmup))
         self.steps += 1
         return loss.detach(), (logits.detach().argmax(1) == t.argmax(1)).sum()
 
@@ -303,6 +348,18 @@ class Trainer:
         seconds = time.perf_counter() - t0
         return dict(train_loss=train_loss, train_acc=train_acc, lr=self.optimizer.param_groups[0]["lr"],
                     images_per_s=n_img / seconds, seconds=seconds)
+
+    @property
+    def swa_epoch(self) -> int:
+        "The epoch at which SWA takes over from the schedule (the planned end when SWA is off)."
+        c = self.config
+        return math.floor(c.swa_start * self.planned_epochs) if c.swa else self.planned_epochs
+
+    def plan_epochs(self, epoch_seconds: float):
+        "With a time budget: as many epochs as fit in what is left of `time_budget`, at `epoch_seconds` each (at most `epochs`)."
+        c = self.config
+        fit = self.epoch + math.floor((0.95 * c.time_budget - self.elapsed) / epoch_seconds)
+        self.planned_epochs = min(c.epochs, max(fit, self.epoch, math.ceil(c.warmup_epochs) + 1))
 
     def save_best(self, run_dir: Path, name: str, module: nn.Module, val_acc: float):
         "Record `module` (the `name` weights) as the best on validation so far, and write it to `best.pt`."
@@ -323,7 +380,7 @@ class Trainer:
     # --- state ---
     def state_dict(self) -> dict:
         "Everything needed to continue this run exactly."
-        return dict(epoch=self.epoch, steps=self.steps, history=self.history, best=self.best, elapsed=self.elapsed, model=self.model.state_dict(),
+        return dict(epoch=self.epoch, steps=self.steps, planned_epochs=self.planned_epochs, history=self.history, best=self.best, elapsed=self.elapsed, model=self.model.state_dict(),
                     ema=self.ema.state_dict() if self.ema is not None else None,
                     swa=self.swa_model.state_dict() if self.swa_model is not None else None,
                     optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
@@ -336,6 +393,7 @@ class Trainer:
         "Restore what `state_dict` saved."
         self.epoch, self.history, self.best, self.elapsed = s["epoch"], s["history"], s["best"], s["elapsed"]
         self.steps = s.get("steps", self.epoch * len(self.loader))
+        self.planned_epochs = s.get("planned_epochs", self.config.epochs)
         self.model.load_state_dict(s["model"])
         if self.ema is not None: self.ema.load_state_dict(s["ema"])
         if self.swa_model is not None: self.swa_model.load_state_dict(s["swa"])
@@ -382,6 +440,7 @@ def fit(config: TrainConfig | dict | None = None, on_epoch: Callable | None = No
     run_dir = Path(c.run_dir)
     _check_same_run(run_dir, c)
     if (run_dir / "metrics.json").exists(): return json.loads((run_dir / "metrics.json").read_text())
+    check_data(c)
     tr = Trainer(c, splits)
     run_dir.mkdir(parents=True, exist_ok=True)
     env = environment(tr.device)
@@ -389,11 +448,11 @@ def fit(config: TrainConfig | dict | None = None, on_epoch: Callable | None = No
                     num_classes=len(tr.splits.classes), normalization=dict(mean=list(tr.splits.mean), std=list(tr.splits.std)),
                     splits=dict(train=len(tr.splits.train_x), val=len(tr.splits.val_x), test=len(tr.splits.test_x)),
                     precision=tr.precision), run_dir / "config.json")
-    if (run_dir / "last.pt").exists(): tr.load_state_dict(torch.load(run_dir / "last.pt", weights_only=False))
+    if (run_dir / "last.pt").exists(): tr.load_state_dict(torch.load(run_dir / "last.pt", weights_only=True))
     s = tr.splits
-    bar = _progress(c.epochs, f"{c.model} w{c.width}", c.progress)
+    bar = _progress(tr.planned_epochs, f"{c.model} w{c.width}", c.progress)
     if bar is not None: bar.update(tr.epoch)
-    while tr.epoch < c.epochs:
+    while tr.epoch < tr.planned_epochs:
         t0 = time.perf_counter()
         inner = _progress(len(tr.loader), f"epoch {tr.epoch + 1}", c.progress, leave=False)
         row = dict(epoch=tr.epoch + 1, **tr.train_epoch(inner))
@@ -407,9 +466,11 @@ def fit(config: TrainConfig | dict | None = None, on_epoch: Callable | None = No
             if row[f"val_acc_{name}"] > tr.best["val_acc"]: tr.save_best(run_dir, name, tr.candidates()[name], row[f"val_acc_{name}"])
         write_history(tr.history, run_dir / "history.csv")
         tr.elapsed += time.perf_counter() - t0
+        if c.time_budget and tr.epoch <= 2: tr.plan_epochs(time.perf_counter() - t0)  # the second epoch has no warm-up costs
         atomic_save(tr.state_dict(), run_dir / "last.pt")
-        if bar is not None: bar.update(1); bar.set_postfix(loss=f"{row['train_loss']:.3f}", img_s=f"{row['images_per_s']:.0f}")
-        elif c.progress: print(_epoch_line(row, c.epochs), flush=True)
+        if bar is not None:
+            bar.total = tr.planned_epochs; bar.update(1); bar.set_postfix(loss=f"{row['train_loss']:.3f}", img_s=f"{row['images_per_s']:.0f}")
+        elif c.progress: print(_epoch_line(row, tr.planned_epochs), flush=True)
         if on_epoch is not None: on_epoch(tr.history)
     if bar is not None: bar.close()
     return _finish(tr, run_dir, env)
@@ -433,7 +494,7 @@ def _finish(tr: Trainer, run_dir: Path, env: dict) -> dict:
     if len(s.val_y):
         weights = tr.best["weights"]
         chosen = build_model(c.model, **model_kwargs(c, len(s.classes))).to(tr.device)
-        chosen.load_state_dict(torch.load(run_dir / "best.pt", weights_only=False)["state_dict"])
+        chosen.load_state_dict(torch.load(run_dir / "best.pt", weights_only=True)["state_dict"])
         if c.channels_last: chosen = chosen.to(memory_format=torch.channels_last)
     else:  # nothing to choose on: the last average there is
         weights = "swa" if "swa" in final else "ema" if "ema" in final else "raw"
@@ -442,7 +503,7 @@ def _finish(tr: Trainer, run_dir: Path, env: dict) -> dict:
     test = classification_metrics(p, s.test_y, s.classes)
     train_seconds = sum(r["seconds"] for r in tr.history)
     metrics = dict(
-        model=c.model, parameters=count_parameters(tr.model), epochs=c.epochs, data_source=s.source,
+        model=c.model, recipe=c.recipe, parameters=count_parameters(tr.model), epochs=tr.epoch, data_source=s.source,
         splits=dict(train=len(s.train_x), val=len(s.val_x), test=len(s.test_x)),
         best_val_acc=tr.best["val_acc"] if len(s.val_y) else None, best_epoch=tr.best["epoch"] if len(s.val_y) else None,
         chosen_weights=weights, test_acc=test["accuracy"], test_acc_tta=accuracy(p_tta, s.test_y),
@@ -480,7 +541,7 @@ def load_model(run_dir, checkpoint: str = "best", device="cpu") -> nn.Module:
     if not path.exists(): raise FileNotFoundError(f"{path} does not exist: has the run in {run_dir} finished an epoch?")
     classes = json.loads((run_dir / "config.json").read_text()).get("num_classes", 10)
     model = build_model(c.model, **model_kwargs(c, classes))
-    state = torch.load(path, map_location=device, weights_only=False)
+    state = torch.load(path, map_location=device, weights_only=True)
     model.load_state_dict(state["state_dict"] if checkpoint == "best" else state["model"])
     return model.to(device).eval()
 
@@ -542,7 +603,7 @@ def main(argv: list[str] | None = None) -> dict:
     a = vars(p.parse_args(argv))
     params = json.loads(Path(a.pop("config")).read_text())["parameters"] if a.get("config") else {}
     params.update({k: v for k, v in a.items() if v is not None and k != "config"})
-    try: config = make_config(params)
+    try: config = make_config(params); check_data(config)
     except ValueError as e: p.error(str(e))
     metrics = fit(config)
     print(json.dumps({k: metrics[k] for k in ("best_val_acc", "best_epoch", "test_acc", "test_acc_tta", "parameters")}))

@@ -2,13 +2,17 @@
 # One GPU quarter-hour -> one archive of results. Runs from a plain checkout on a bare GPU machine (python3 with torch,
 # torchvision, numpy, matplotlib, tqdm, pytest; no Jupyter, no network, package not installed: PYTHONPATH=.).
 #
-#   bash scripts/gpu_run.sh OUT [--budget SECONDS] [--data FOLDER_OR_TAR_XZ] [--work DIR] [--smoke]
+#   bash scripts/gpu_run.sh OUT [--budget SECONDS] [--data FOLDER_OR_TAR_XZ] [--work DIR] [--steps LIST]
+#                               [--fast-budget SECONDS] [--fast-seeds N] [--smoke]
 #
 # OUT       where gpu-results.tar.gz (everything below) and steps.txt go; nothing else is written there
-# --budget  seconds the whole script may take (default 420; 150 with --smoke); every step is time-boxed to fit
+# --budget  seconds the whole script may take (default 420; 300 with --smoke); every step is time-boxed to fit
 # --data    an image-folder root (train/<class>/, test/<class>/) or a .tar.xz of one
 #           (default: .travel/cifar10-jpeg.tar.xz, else ../shared/data/cifar10-jpeg)
 # --work    scratch folder for unpacked data, caches and checkpoints (default: a new temporary folder)
+# --steps   which of tests,bench,train,fast,compile to run (default all; env and data always run)
+# --fast-budget  seconds of training for each fast-recipe run (default 120; 8 with --smoke)
+# --fast-seeds   how many fast-recipe runs (seeds 0, 1, ...) at most, as time allows (default 3; 1 with --smoke)
 # --smoke   every step at toy scale on the CPU (about two minutes): the test suite runs this, so the script cannot rot
 #
 # Steps, in order, each with its own time box; the archive is rewritten after each, so a step that runs out of time
@@ -18,18 +22,22 @@
 #   tests    pytest -m gpu: fast path = eager fp32 within bf16 tolerance; augmentation CUDA == CPU; no host sync per step
 #   bench    eager settings, trainer vs bare loop, torch.profiler table and GPU busy fraction (python -m attnresnet.bench)
 #   train    the paper's recipe on the full data for E epochs, E chosen from a measured 1-epoch probe to end inside the box
+#   fast     the fast recipe (TrainConfig recipe="fast", time_budget), one run per seed while time is left
 #   compile  the benchmark's torch.compile and CUDA-graph rows (last: compiling costs minutes, training comes first)
 set -uo pipefail
 
-usage() { sed -n '5,12p' "$0" >&2; exit 2; }
+usage() { sed -n '5,16p' "$0" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 OUT=$1; shift
-BUDGET=""; DATA=""; WORK=""; SMOKE=0
+BUDGET=""; DATA=""; WORK=""; SMOKE=0; STEPS=tests,bench,train,fast,compile; FAST_BUDGET=""; FAST_SEEDS=""
 while [ $# -gt 0 ]; do
   case $1 in
     --budget) BUDGET=${2:?--budget needs seconds}; shift 2 ;;
     --data) DATA=${2:?--data needs a folder or .tar.xz}; shift 2 ;;
     --work) WORK=${2:?--work needs a folder}; shift 2 ;;
+    --steps) STEPS=${2:?--steps needs a list such as tests,fast}; shift 2 ;;
+    --fast-budget) FAST_BUDGET=${2:?--fast-budget needs seconds}; shift 2 ;;
+    --fast-seeds) FAST_SEEDS=${2:?--fast-seeds needs a number}; shift 2 ;;
     --smoke) SMOKE=1; shift ;;
     *) echo "gpu_run.sh: unknown argument $1" >&2; usage ;;
   esac
@@ -38,8 +46,15 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO" || exit 2
 PY=${PYTHON:-python3}
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MPLBACKEND=Agg
-[ -n "$BUDGET" ] || BUDGET=$([ $SMOKE = 1 ] && echo 150 || echo 420)
+[ -n "$BUDGET" ] || BUDGET=$([ $SMOKE = 1 ] && echo 300 || echo 420)
+[ -n "$FAST_BUDGET" ] || FAST_BUDGET=$([ $SMOKE = 1 ] && echo 8 || echo 120)
+[ -n "$FAST_SEEDS" ] || FAST_SEEDS=$([ $SMOKE = 1 ] && echo 1 || echo 3)
 [[ "$BUDGET" =~ ^[0-9]+$ ]] && [ "$BUDGET" -ge 60 ] || { echo "gpu_run.sh: --budget $BUDGET: give at least 60 seconds" >&2; exit 2; }
+[[ "$FAST_BUDGET" =~ ^[0-9]+$ ]] && [ "$FAST_BUDGET" -ge 1 ] || { echo "gpu_run.sh: --fast-budget $FAST_BUDGET: give whole seconds" >&2; exit 2; }
+[[ "$FAST_SEEDS" =~ ^[0-9]+$ ]] || { echo "gpu_run.sh: --fast-seeds $FAST_SEEDS: give a whole number" >&2; exit 2; }
+for s in ${STEPS//,/ }; do
+  case $s in tests|bench|train|fast|compile) ;; *) echo "gpu_run.sh: --steps: unknown step $s (tests,bench,train,fast,compile)" >&2; exit 2 ;; esac
+done
 if [ -z "$DATA" ]; then
   if [ -f .travel/cifar10-jpeg.tar.xz ]; then DATA=.travel/cifar10-jpeg.tar.xz; else DATA=../shared/data/cifar10-jpeg; fi
 fi
@@ -54,6 +69,7 @@ export ATTNRESNET_CACHE=$WORK/cache
 START=$(date +%s)
 
 left() { echo $((BUDGET - ($(date +%s) - START))); }
+want() { [[ ",$STEPS," == *",$1,"* ]]; }
 pack() {  # everything except checkpoints, into one archive (the device returns at most a few files)
   tar -czf "$OUT/gpu-results.tar.gz.tmp" --exclude='*.pt' --exclude='*.tmp' -C "$WORK" results \
     && mv "$OUT/gpu-results.tar.gz.tmp" "$OUT/gpu-results.tar.gz"
@@ -78,6 +94,9 @@ else
   DEVICE=cuda; TRAIN=(); BENCH=(--device cuda)
   TESTS=(-m gpu tests/test_gpu.py -q -p no:cacheprovider); RESERVE_COMPILE=100
 fi
+want compile || RESERVE_COMPILE=0
+FAST_MARGIN=$([ $SMOKE = 1 ] && echo 90 || echo 45)  # start-up, the last epoch's overrun, the test evaluation
+RESERVE_FAST=0; want fast && RESERVE_FAST=$((FAST_BUDGET + FAST_MARGIN))
 echo "budget ${BUDGET}s, smoke=$SMOKE, data $DATA, work $WORK" | tee "$RES/steps.txt"
 
 # env
@@ -99,14 +118,15 @@ import time; t = time.perf_counter()
 from attnresnet.data import load_splits
 s = load_splits('$DATA'); print(s.summary()); print(f'decoded and split in {time.perf_counter() - t:.1f} s')" || exit 1
 
-step tests 150 $PY -m pytest "${TESTS[@]}"
-step bench 120 $PY -m attnresnet.bench "${BENCH[@]}" --no-compile --profile "$RES/profile.txt" --out "$RES/bench.md"
+want tests && step tests 150 $PY -m pytest "${TESTS[@]}"
+want bench && step bench 120 $PY -m attnresnet.bench "${BENCH[@]}" --no-compile --profile "$RES/profile.txt" --out "$RES/bench.md"
 
 # train: a 1-epoch probe measures the epoch (training, validation, start-up, test), then E epochs fill the box
-PROBE=$RES/runs/probe-1epoch
-step probe 120 $PY -m attnresnet.train --data "$DATA" --device $DEVICE "${TRAIN[@]}" --epochs 1 --run-dir "$PROBE" --progress true
-BOX=$(( $(left) - RESERVE_COMPILE - 15 ))
-E=$($PY - "$PROBE" "$BOX" "$SMOKE" <<'PY'
+if want train; then
+  PROBE=$RES/runs/probe-1epoch
+  step probe 120 $PY -m attnresnet.train --data "$DATA" --device $DEVICE "${TRAIN[@]}" --epochs 1 --run-dir "$PROBE" --progress true
+  BOX=$(( $(left) - RESERVE_COMPILE - RESERVE_FAST - 15 ))
+  E=$($PY - "$PROBE" "$BOX" "$SMOKE" <<'PY'
 import json, sys
 from pathlib import Path
 run, box, smoke = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
@@ -118,20 +138,25 @@ fixed = max(probe_s - epoch_s, 0) + 10                      # start-up and writi
 e = int((0.9 * box - fixed) // epoch_s)                     # 10% slack: the run must end well inside its box
 print(max(0, min(e, 2 if smoke else 500)))
 PY
-)
-echo "train box ${BOX}s -> E=${E:-?} epochs (from the probe)" | tee -a "$RES/steps.txt"
-if [ -n "$E" ] && [ "$E" -ge 1 ]; then
-  step train "$BOX" $PY -m attnresnet.train --data "$DATA" --device $DEVICE "${TRAIN[@]}" --epochs "$E" \
-    --run-dir "$RES/runs/paper-${E}epochs" --progress true
+  )
+  echo "train box ${BOX}s -> E=${E:-?} epochs (from the probe)" | tee -a "$RES/steps.txt"
+  if [ -n "$E" ] && [ "$E" -ge 1 ]; then
+    step train "$BOX" $PY -m attnresnet.train --data "$DATA" --device $DEVICE "${TRAIN[@]}" --epochs "$E" \
+      --run-dir "$RES/runs/paper-${E}epochs" --progress true
+  fi
 fi
 
-# fast recipe: one run when TrainConfig has one (the fast-recipe issue); skipped until then
-if $PY -c "import sys, attnresnet.train as t; sys.exit('recipe' not in t.TrainConfig.__dataclass_fields__)" 2>/dev/null; then
-  step fast $(( $(left) - RESERVE_COMPILE - 10 )) $PY -m attnresnet.train --data "$DATA" --device $DEVICE "${TRAIN[@]}" \
-    --recipe fast --run-dir "$RES/runs/fast" --progress true
-else echo "fast skipped: TrainConfig has no recipe parameter yet" | tee -a "$RES/steps.txt"; fi
+# fast recipe: one run per seed (each with --fast-budget seconds of training) while the time left allows
+if want fast; then
+  for ((seed = 0; seed < FAST_SEEDS; seed++)); do
+    box=$((FAST_BUDGET + FAST_MARGIN))
+    [ $(( $(left) - RESERVE_COMPILE )) -ge $box ] || { echo "fast-seed$seed skipped: not enough time left" | tee -a "$RES/steps.txt"; break; }
+    step fast-seed$seed $box $PY -m attnresnet.train --data "$DATA" --device $DEVICE "${TRAIN[@]}" --recipe fast --epochs 500 \
+      --time-budget "$FAST_BUDGET" --seed $seed --run-dir "$RES/runs/fast-seed$seed" --progress true
+  done
+fi
 
-if [ $SMOKE = 0 ]; then
+if [ $SMOKE = 0 ] && want compile; then
   step compile $(( $(left) - 10 )) $PY -m attnresnet.bench "${BENCH[@]}" --no-eager --no-trainer --out "$RES/bench-compiled.md"
 fi
 echo "done in $(( $(date +%s) - START ))s of ${BUDGET}s" | tee -a "$RES/steps.txt"

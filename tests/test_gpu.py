@@ -3,11 +3,13 @@ import pytest, torch
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
-@pytest.mark.parametrize("compile", [None, "default"])
-def test_fast_path_computes_the_same_function(compile):
-    "bf16 autocast + channels_last (+ torch.compile) against eager fp32: bf16 rounding, no more (thresholds of nbs/07_bench)."
+@pytest.mark.parametrize("precision, channels_last, compile", [
+    ("bf16", True, None), ("bf16", True, "default"), ("bf16", False, "default"), ("fp32", True, "default")])
+def test_fast_path_computes_the_same_function(precision, channels_last, compile):
+    "Fast settings against eager fp32: bf16 rounding, no more (thresholds of nbs/07_bench); a failure names non-finite gradients."
     from attnresnet.bench import Setting, fast_path_error
-    err = fast_path_error(Setting("bf16", True, compile), "cuda", width=8, batch_size=32)
+    err = fast_path_error(Setting(precision, channels_last, compile), "cuda", width=8, batch_size=32)
+    assert not err["nonfinite_grads"], err
     assert err["output"] < 2e-2 and err["loss"] < 2e-2 and err["grad_cosine"] > 0.9, err
 
 def test_augmentation_on_cuda_matches_cpu():

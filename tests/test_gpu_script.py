@@ -12,10 +12,10 @@ def run_script(*args, timeout=400):
 def test_smoke_mode_runs_every_step_and_packs_one_archive(tmp_path, standin):
     archive = tmp_path / "standin.tar.xz"
     subprocess.run(["tar", "-cJf", str(archive), "-C", str(standin.parent), standin.name], check=True)
-    r = run_script(tmp_path / "out", "--smoke", "--data", archive, "--work", tmp_path / "work")
+    r = run_script(tmp_path / "out", "--smoke", "--budget", 900, "--data", archive, "--work", tmp_path / "work", timeout=1000)
     assert r.returncode == 0, r.stdout + r.stderr
     steps = (tmp_path / "out" / "steps.txt").read_text()
-    for name in ("env", "unpack", "data", "tests", "bench", "probe", "train"):
+    for name in ("env", "unpack", "data", "tests", "bench", "probe", "train", "fast-seed0"):
         assert f"\n{name} rc=0 " in steps, (name, steps)
     assert "done in" in steps
     with tarfile.open(tmp_path / "out" / "gpu-results.tar.gz") as t:
@@ -23,9 +23,11 @@ def test_smoke_mode_runs_every_step_and_packs_one_archive(tmp_path, standin):
         assert not any(n.endswith(".pt") for n in names)  # no checkpoints travel back
         assert {"results/bench.md", "results/profile.txt", "results/env.log", "results/tests.log"} <= set(names)
         runs = sorted(n.split("/")[2] for n in names if n.endswith("/metrics.json"))
-        assert runs[0] == "paper-2epochs" and runs[1] == "probe-1epoch", runs
+        assert runs == ["fast-seed0", "paper-2epochs", "probe-1epoch"], runs
         m = json.load(t.extractfile("results/runs/paper-2epochs/metrics.json"))
+        fast = json.load(t.extractfile("results/runs/fast-seed0/config.json"))["parameters"]
     assert m["completed"] and m["epochs"] == 2 and m["splits"]["train"] == 270
+    assert fast["recipe"] == "fast" and fast["time_budget"] == 8 and fast["augment"] == "basic"
     assert "Profile of 1 trainer steps" in (tmp_path / "work" / "results" / "bench.md").read_text()
 
     # back on this side: unpack into results/gpu/<date>-<card>/ with Figure 4 and a summary line per run
@@ -38,7 +40,7 @@ def test_smoke_mode_runs_every_step_and_packs_one_archive(tmp_path, standin):
 
 def test_bad_arguments_exit_2_with_the_reason(tmp_path):
     for args, said in [(["--bogus"], "unknown argument --bogus"), (["--budget", "10"], "--budget 10"),
-                       (["--data", tmp_path / "nope"], "does not exist")]:
+                       (["--data", tmp_path / "nope"], "does not exist"), (["--steps", "tests,fly"], "unknown step fly")]:
         r = run_script(tmp_path / "out", *args, timeout=60)
         assert r.returncode == 2 and said in r.stderr, (args, r.stderr)
     assert not (tmp_path / "out" / "gpu-results.tar.gz").exists()

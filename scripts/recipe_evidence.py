@@ -1,0 +1,60 @@
+"""The fast recipe against the paper's at the same wall-clock budget, on this machine, several seeds.
+
+    python scripts/recipe_evidence.py [--budget 240] [--seeds 3] [--width 8] [--train-subset 10000] [--out results/cpu/recipes]
+
+For each seed the two recipes train side by side (one process each, `torch.set_num_threads(threads)` each), so both see
+the same machine load; each gets `--budget` seconds for its epochs (`TrainConfig.time_budget`). The table of test
+accuracies (mean and spread over seeds) goes to OUT/table.md; every run directory stays in OUT (checkpoints are
+git-ignored).
+"""
+import argparse, json, os, statistics, subprocess, sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+def train_command(recipe: str, seed: int, a) -> list[str]:
+    return [sys.executable, "-m", "attnresnet.train", "--recipe", recipe, "--seed", str(seed), "--width", str(a.width),
+            "--train-subset", str(a.train_subset), "--data", a.data, "--time-budget", str(a.budget), "--epochs", "500",
+            "--run-dir", str(Path(a.out) / f"{recipe}-seed{seed}"), "--progress", "true"]
+
+def table(out: Path, recipes: list[str], seeds: int) -> str:
+    "Markdown table: per recipe, epochs trained, best validation and test accuracy (mean ± std over seeds), images/s."
+    fmt = lambda v: f"{100 * statistics.mean(v):.2f} ± {100 * statistics.stdev(v):.2f}" if len(v) > 1 else f"{100 * v[0]:.2f}"
+    rows = ["| recipe | seeds | epochs (each seed) | best validation (%) | test (%) | test, flip TTA (%) | images/s |",
+            "|---|---|---|---|---|---|---|"]
+    for r in recipes:
+        ms = [json.loads((out / f"{r}-seed{s}" / "metrics.json").read_text()) for s in range(seeds)
+              if (out / f"{r}-seed{s}" / "metrics.json").exists()]
+        if not ms: continue
+        rows.append(f"| {r} | {len(ms)} | {', '.join(str(m['epochs']) for m in ms)} | {fmt([m['best_val_acc'] for m in ms])} | "
+                    f"{fmt([m['test_acc'] for m in ms])} | {fmt([m['test_acc_tta'] for m in ms])} | "
+                    f"{statistics.mean(m['images_per_s'] for m in ms):,.0f} |")
+    return "\n".join(rows)
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--budget", type=float, default=240, help="seconds for each run's epochs (default 240)")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--width", type=int, default=8)
+    p.add_argument("--train-subset", type=int, default=10000)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run (two runs at a time)")
+    p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "cifar10-jpeg"))
+    p.add_argument("--out", default=str(REPO / "results" / "cpu" / "recipes"))
+    a = p.parse_args(argv)
+    out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "PYTHONPATH": str(REPO)}
+    recipes = ["paper", "fast"]
+    for seed in range(a.seeds):
+        procs = [subprocess.Popen(train_command(r, seed, a), env=env, cwd=REPO, stdout=open(out / f"{r}-seed{seed}.log", "w"),
+                                  stderr=subprocess.STDOUT) for r in recipes]
+        for r, pr in zip(recipes, procs):
+            if pr.wait(): sys.exit(f"{r} seed {seed} failed: see {out / f'{r}-seed{seed}.log'}")
+    note = (f"\n\n*Scale: width {a.width}, {a.train_subset:,} training images of {Path(a.data).name}, {a.budget:.0f} s for each "
+            f"run's epochs (training and validation), two runs at a time with {a.threads} thread(s) each, "
+            f"{os.cpu_count()}-core CPU; seeds 0-{a.seeds - 1}.*\n")
+    text = table(out, recipes, a.seeds) + note
+    (out / "table.md").write_text(text)
+    print(text)
+
+if __name__ == "__main__": main()
