@@ -30,7 +30,7 @@ def summary(results: Path, peak_bf16: float | None) -> list[str]:
         best = lambda k: max((r[k] for r in h if k in r), default=float("nan"))
         epoch_s = sum(r["seconds"] for r in h) / len(h)
         share = f", {100 * m['images_per_s'] * 3.147e9 / (peak_bf16 * 1e12):.1f}% of the measured bf16 peak" if peak_bf16 else ""
-        lines.append(f"- `{run.name}` ({m['device_name']}, {m['precision']}): {m['epochs']} epochs, best validation "
+        lines.append(f"- `{run.name}` ({m.get('recipe', 'paper')} recipe, {m['device_name']}, {m['precision']}): {m['epochs']} epochs, best validation "
                      f"{100 * best('val_acc_raw'):.2f}% raw / {100 * best('val_acc_ema'):.2f}% EMA (chosen: {m['chosen_weights']}, "
                      f"epoch {m['best_epoch']}), test {100 * m['test_acc']:.2f}% ({100 * m['test_acc_tta']:.2f}% with flip TTA); "
                      f"{epoch_s:.1f} s per training epoch, {m['images_per_s']:,.0f} images/s{share}; "
@@ -46,8 +46,8 @@ def main(argv=None):
         with tarfile.open(a.archive) as t: t.extractall(tmp, filter="data")
         results = Path(tmp) / "results"
         card, day = card_and_date(results)
-        dest = Path(a.dest) / f"{day}-{card}"
-        if dest.exists(): sys.exit(f"{dest} exists already: move it away or pass another --dest")
+        dest, n = Path(a.dest) / f"{day}-{card}", 1
+        while dest.exists(): n += 1; dest = Path(a.dest) / f"{day}-{card}-{n}"  # a second run on the same day and card
         shutil.copytree(results, dest, ignore=shutil.ignore_patterns("*.pt", "*.tmp"))
     bench = (dest / "bench.md").read_text() if (dest / "bench.md").exists() else ""
     peak = re.search(r"bf16 ([\d.]+) TFLOP/s", bench)
@@ -55,10 +55,10 @@ def main(argv=None):
     if runs:
         longest = max(runs, key=lambda r: json.loads((r / "metrics.json").read_text())["epochs"])
         m = json.loads((longest / "metrics.json").read_text())
-        ax = plot_history(read_history(longest), f"{m['model']}, paper recipe, {m['epochs']} epochs on {m['device_name']}")
+        ax = plot_history(read_history(longest), f"{m['model']}, {m.get('recipe', 'paper')} recipe, {m['epochs']} epochs on {m['device_name']}")
         ax.figure.set_size_inches(10, 4.5); ax.figure.subplots_adjust(left=0.08, right=0.62, bottom=0.2)
         ax.figure.text(0.01, 0.01, f"{m['splits']['train']:,} training / {m['splits']['val']:,} validation images of "
-                       f"{m['data_source'].split(' (')[0]}; batch 128; seed 0", fontsize=7, color="#555555")
+                       f"{m['data_source'].split(' (')[0]}; {longest.name}", fontsize=7, color="#555555")
         save_figure(ax.figure, dest / "fig4_training_curves")
     print(f"results in {dest.relative_to(REPO) if dest.is_relative_to(REPO) else dest}")
     print("\n".join(summary(dest, float(peak[1]) if peak else None)))

@@ -9,7 +9,7 @@ def test_fast_path_computes_the_same_function(precision, channels_last, compile)
     "Fast settings against eager fp32: bf16 rounding, no more (thresholds of nbs/07_bench); a failure names non-finite gradients."
     from attnresnet.bench import Setting, fast_path_error
     err = fast_path_error(Setting(precision, channels_last, compile), "cuda", width=8, batch_size=32)
-    assert not err["nonfinite_grads"], err
+    assert not err["nonfinite_grads"], f"non-finite gradients in {err['nonfinite_grads']} ({err['output']=}, {err['loss']=})"
     assert err["output"] < 2e-2 and err["loss"] < 2e-2 and err["grad_cosine"] > 0.9, err
 
 def test_augmentation_on_cuda_matches_cpu():
