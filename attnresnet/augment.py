@@ -10,9 +10,10 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['AUGMENT_PRESETS', 'to_device', 'to_float', 'normalize', 'translation_matrix', 'flip_matrix', 'rotation_matrix',
-           'homography', 'warp', 'geometry_matrices', 'random_geometry', 'grayscale', 'rgb_to_hsv', 'hsv_to_rgb',
-           'color_params', 'apply_color', 'color_jitter', 'Augment', 'soft_targets', 'mixup', 'cutmix_box', 'cutmix',
-           'mix_batch', 'torchvision_pipeline', 'bench', 'bench_table', 'main']
+           'homography', 'warp', 'crop_flip', 'perspective_points', 'perspective_matrices', 'geometry_matrices',
+           'random_geometry', 'grayscale', 'rgb_to_hsv', 'hsv_to_rgb', 'color_params', 'apply_color', 'color_jitter',
+           'Augment', 'torchvision_apply', 'soft_targets', 'mixup', 'cutmix_box', 'cutmix', 'mix_batch',
+           'torchvision_pipeline', 'bench', 'bench_table', 'main']
 
 # %% ../nbs/03_augment.ipynb #5801f12d
 def _rand(*shape, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -72,8 +73,10 @@ def homography(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
 def warp(x: torch.Tensor,  # float images (B, C, H, W)
          m: torch.Tensor,  # (B, 3, 3) output->input maps in centred pixel coordinates
          pad: int = 0,  # reflect-pad the input by this many pixels first (crop convention)
+         mode: str = "bilinear",  # or "nearest"
+         fill: str = "reflect",  # "reflect": mirror the image into uncovered areas; "zeros": black, as torchvision's fill=0
         ) -> torch.Tensor:
-    "Resample each image once: output pixel p shows the input at `m[b] @ p` (bilinear, reflection at the borders)."
+    "Resample each image once: output pixel p shows the input at `m[b] @ p`."
     B, C, H, W = x.shape
     m = to_device(m, x.device, x.dtype)
     if pad: x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
@@ -82,8 +85,43 @@ def warp(x: torch.Tensor,  # float images (B, C, H, W)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     p = torch.stack([gx, gy, torch.ones_like(gx)], -1).view(1, H * W, 3) @ m.transpose(1, 2)
     xy = p[..., :2] / p[..., 2:]
-    grid = torch.stack([xy[..., 0] * (2 / (W + 2 * pad)), xy[..., 1] * (2 / (H + 2 * pad))], -1)  # to [-1, 1]
-    return F.grid_sample(x, grid.view(B, H, W, 2), mode="bilinear", padding_mode="reflection", align_corners=False)
+    grid = torch.stack([xy[..., 0] * (2 / (W + 2 * pad)), xy[..., 1] * (2 / (H + 2 * pad))], -1).view(B, H, W, 2)  # to [-1, 1]
+    if fill == "reflect": return F.grid_sample(x, grid, mode=mode, padding_mode="reflection", align_corners=False)
+    # torchvision's fill: sample a channel of ones alongside, and scale by it (bilinear edges fade to black twice)
+    out = F.grid_sample(torch.cat([x, torch.ones_like(x[:, :1])], 1), grid, mode=mode, padding_mode="zeros", align_corners=False)
+    return out[:, :-1] * out[:, -1:] if mode == "bilinear" else out[:, :-1]
+
+# %% ../nbs/03_augment.ipynb #6fa7725f
+def crop_flip(x: torch.Tensor,  # float images (B, C, H, W)
+              shift: torch.Tensor,  # (B, 2) integer (x, y) offsets in [-pad, pad] of each crop in the reflect-padded image
+              flip: torch.Tensor,  # (B,) bool: mirror the crop horizontally
+              pad: int = 4) -> torch.Tensor:
+    "`RandomCrop(size, padding=pad, padding_mode='reflect')` then `RandomHorizontalFlip` with given parameters, by indexing (exact)."
+    B, C, H, W = x.shape
+    xp = F.pad(x, (pad,) * 4, mode="reflect") if pad else x
+    shift, flip = to_device(shift.long(), x.device), to_device(flip, x.device)
+    cols = torch.arange(W, device=x.device) + pad + shift[:, :1]  # (B, W)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    rows = torch.arange(H, device=x.device) + pad + shift[:, 1:]  # (B, H)
+    b, c = torch.arange(B, device=x.device).view(B, 1, 1, 1), torch.arange(C, device=x.device).view(1, C, 1, 1)
+    return xp[b, c, rows.view(B, 1, H, 1), cols.view(B, 1, 1, W)]
+
+# %% ../nbs/03_augment.ipynb #e58593ea
+def perspective_points(n: int, distortion: float = 0.1, size=(32, 32), p: float = 0.5,
+                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    "`RandomPerspective`'s parameters for `n` images: start and end corners (n, 4, 2) in pixel coordinates (end = start where not applied)."
+    H, W = size
+    dw, dh = int(distortion * (W // 2)), int(distortion * (H // 2))
+    start = torch.tensor([[0., 0.], [W - 1., 0.], [W - 1., H - 1.], [0., H - 1.]]).expand(n, 4, 2)
+    offset = (_rand(n, 4, 2, generator=generator) * torch.tensor([dw + 1., dh + 1.])).floor()  # integers in [0, d]
+    inward = torch.tensor([[1., 1.], [-1., 1.], [-1., -1.], [1., -1.]])
+    applied = (_rand(n, generator=generator) < p).view(n, 1, 1)
+    return start, torch.where(applied, start + offset * inward, start)
+
+def perspective_matrices(start: torch.Tensor, end: torch.Tensor, size=(32, 32)) -> torch.Tensor:
+    "(n, 3, 3) output->input maps of `TF.perspective(img, start, end)` in `warp`'s centred coordinates."
+    centre = torch.tensor([size[1] / 2, size[0] / 2])
+    return homography(end - centre, start - centre)
 
 # %% ../nbs/03_augment.ipynb #e4aa384d
 def geometry_matrices(n: int,  # number of images
@@ -145,38 +183,54 @@ def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
     return v - v * s * torch.minimum(k, 4 - k).clamp(0, 1)
 
 # %% ../nbs/03_augment.ipynb #2e7617d0
-def color_params(n: int, brightness: float = 0.2, contrast: float = 0.2, saturation: float = 0.2, hue: float = 0.1,
-                 generator: torch.Generator | None = None) -> dict:
-    "Per-image jitter factors: brightness/contrast/saturation uniform in [max(0, 1-s), 1+s], hue shift uniform in [-hue, hue]."
+def color_params(n: int, brightness: float = 0.1, contrast: float = 0.1, saturation: float = 0.1, hue: float = 0.02,
+                 random_order: bool = True, generator: torch.Generator | None = None) -> dict:
+    "Per-image jitter factors (brightness/contrast/saturation uniform in [max(0, 1-s), 1+s], hue in [-hue, hue]) and order."
     u = _rand(4, n, generator=generator) * 2 - 1
     f = lambda u, s: (1 + u * s).clamp_min(0)
-    return dict(brightness=f(u[0], brightness), contrast=f(u[1], contrast), saturation=f(u[2], saturation), hue=u[3] * hue)
+    order = _rand(n, 4, generator=generator).argsort(1) if random_order else torch.arange(4).repeat(n, 1)
+    return dict(brightness=f(u[0], brightness), contrast=f(u[1], contrast), saturation=f(u[2], saturation), hue=u[3] * hue,
+                order=order)  # order[i]: the operations (0 brightness, 1 contrast, 2 saturation, 3 hue) in image i's order
+
+def _hue(x, shift):
+    hsv = rgb_to_hsv(x)
+    return hsv_to_rgb(torch.cat([(hsv[:, :1] + shift) % 1.0, hsv[:, 1:]], 1))
 
 def apply_color(x: torch.Tensor, p: dict) -> torch.Tensor:
-    "Apply `color_params` factors to images (B, 3, H, W) in [0, 1]: brightness, contrast, saturation, then hue."
+    "Apply `color_params` to images (B, 3, H, W) in [0, 1], each image's four operations in its own order (as `ColorJitter`)."
     v = lambda t: to_device(t, x.device, x.dtype).view(-1, 1, 1, 1)
-    x = _blend(x, torch.zeros_like(x), v(p["brightness"]))
-    x = _blend(x, grayscale(x).mean((-2, -1), keepdim=True), v(p["contrast"]))
-    x = _blend(x, grayscale(x), v(p["saturation"]))
-    if bool((p["hue"] != 0).any()):
-        hsv = rgb_to_hsv(x)
-        x = hsv_to_rgb(torch.cat([(hsv[:, :1] + v(p["hue"])) % 1.0, hsv[:, 1:]], 1))
+    ops = [lambda x: _blend(x, torch.zeros_like(x), v(p["brightness"])),
+           lambda x: _blend(x, grayscale(x).mean((-2, -1), keepdim=True), v(p["contrast"])),
+           lambda x: _blend(x, grayscale(x), v(p["saturation"])),
+           lambda x: _hue(x, v(p["hue"]))]
+    order = p["order"]
+    for k in range(4):
+        for j in order[:, k].unique().tolist():  # the order lives on the CPU: choosing needs no GPU round trip
+            if j == 3 and not bool((p["hue"] != 0).any()): continue
+            sel = to_device(order[:, k] == j, x.device).view(-1, 1, 1, 1)
+            x = ops[j](x) if bool((order[:, k] == j).all()) else torch.where(sel, ops[j](x), x)
     return x
 
-def color_jitter(x: torch.Tensor, brightness: float = 0.2, contrast: float = 0.2, saturation: float = 0.2, hue: float = 0.1,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-    "Batched `ColorJitter` with per-image factors (see `color_params`)."
-    return apply_color(x, color_params(len(x), brightness, contrast, saturation, hue, generator))
+def color_jitter(x: torch.Tensor, brightness: float = 0.1, contrast: float = 0.1, saturation: float = 0.1, hue: float = 0.02,
+                 random_order: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+    "Batched `ColorJitter` with per-image factors and order (see `color_params`)."
+    return apply_color(x, color_params(len(x), brightness, contrast, saturation, hue, random_order, generator))
 
 # %% ../nbs/03_augment.ipynb #6c552349
 _AUGMENT_OFF = dict(crop_pad=0, flip=False, rotate=0.0, perspective=0.0, perspective_p=0.5,
-                    brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, mixup_prob=0.0, cutmix_prob=0.0, mix_alpha=1.0)
+                    brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, color_order="random", resample="torchvision",
+                    mixup_prob=0.0, cutmix_prob=0.0, mix_alpha=1.0)
 
 AUGMENT_PRESETS = {
     "none": {},
     "basic": dict(crop_pad=4, flip=True),
-    "advanced": dict(crop_pad=4, flip=True, rotate=15.0, perspective=0.2, perspective_p=0.5,
-                     brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1, mixup_prob=0.3, cutmix_prob=0.3, mix_alpha=1.0),
+    # the authors' code: crop, flip, RandomRotation(15), ColorJitter(0.1, 0.1, 0.1, 0.02), RandomPerspective(0.1), mixing
+    "advanced": dict(crop_pad=4, flip=True, rotate=15.0, perspective=0.1, perspective_p=0.5,
+                     brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02, mixup_prob=0.3, cutmix_prob=0.3, mix_alpha=1.0),
+    # this study's earlier pipeline: stronger colour and perspective, one bilinear resampling, reflected borders
+    "advanced_reflect": dict(crop_pad=4, flip=True, rotate=15.0, perspective=0.2, perspective_p=0.5, brightness=0.2, contrast=0.2,
+                             saturation=0.2, hue=0.1, color_order="fixed", resample="single", mixup_prob=0.3, cutmix_prob=0.3,
+                             mix_alpha=1.0),
 }
 
 def _check_config(c: dict):
@@ -191,11 +245,13 @@ def _check_config(c: dict):
     for k in ("brightness", "contrast", "saturation"): need(c[k] >= 0, k, ">= 0")
     need(0 <= c["hue"] <= 0.5, "hue", "in [0, 0.5]")
     need(c["mix_alpha"] > 0, "mix_alpha", "> 0")
+    need(c["resample"] in ("torchvision", "single"), "resample", "'torchvision' (step by step, as the authors) or 'single'")
+    need(c["color_order"] in ("random", "fixed"), "color_order", "'random' (per image, as ColorJitter) or 'fixed'")
     need(c["mixup_prob"] + c["cutmix_prob"] <= 1, "cutmix_prob", "at most 1 - mixup_prob (one draw decides between them)")
 
 # %% ../nbs/03_augment.ipynb #fe0f964a
 class Augment:
-    "Batched augmentation configured by a preset name ('none', 'basic', 'advanced') or a config dict, plus keyword overrides."
+    "Batched augmentation configured by a preset name ('none', 'basic', 'advanced', 'advanced_reflect') or a config dict, plus overrides."
     def __init__(self, augment: str | dict = "advanced", **overrides):
         if isinstance(augment, dict): base = dict(augment)
         elif augment in AUGMENT_PRESETS: base = AUGMENT_PRESETS[augment]
@@ -207,14 +263,39 @@ class Augment:
         self.name = augment if isinstance(augment, str) else "custom"
         self.config = config
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        "Augment a batch (uint8 or float in [0, 1], B x 3 x H x W, any device); returns float in [0, 1]."
-        c, x = self.config, to_float(x)
-        if c["crop_pad"] or c["flip"] or c["rotate"] or (c["perspective"] and c["perspective_p"]):
-            x = random_geometry(x, c["crop_pad"], c["flip"], c["rotate"], c["perspective"], c["perspective_p"], generator)
+    def draw(self, n: int, size=(32, 32), generator: torch.Generator | None = None) -> dict:
+        "Every random parameter for `n` images, drawn on the CPU (from `generator`) in a fixed order."
+        c, p = self.config, {}
+        if c["resample"] == "single":
+            if c["crop_pad"] or c["flip"] or c["rotate"] or (c["perspective"] and c["perspective_p"]):
+                p["matrix"] = geometry_matrices(n, size, c["crop_pad"], c["flip"], c["rotate"], c["perspective"], c["perspective_p"], generator)
+        else:
+            if c["crop_pad"]:
+                p["shift"] = (_rand(n, 2, generator=generator) * (2 * c["crop_pad"] + 1)).floor().clamp_(max=2 * c["crop_pad"]) - c["crop_pad"]
+            if c["flip"]: p["flip"] = _rand(n, generator=generator) < 0.5
+            if c["rotate"]: p["angle"] = (_rand(n, generator=generator) * 2 - 1) * c["rotate"]
+            if c["perspective"] and c["perspective_p"]:
+                p["start"], p["end"] = perspective_points(n, c["perspective"], size, c["perspective_p"], generator)
         if c["brightness"] or c["contrast"] or c["saturation"] or c["hue"]:
-            x = color_jitter(x, c["brightness"], c["contrast"], c["saturation"], c["hue"], generator)
+            p["color"] = color_params(n, c["brightness"], c["contrast"], c["saturation"], c["hue"], c["color_order"] == "random", generator)
+        return p
+
+    def apply(self, x: torch.Tensor, p: dict) -> torch.Tensor:
+        "Augment images (uint8 or float in [0, 1], B x 3 x H x W, any device) with the parameters `p` of `draw`; float out."
+        c, x = self.config, to_float(x)
+        if "matrix" in p: x = warp(x, p["matrix"], pad=c["crop_pad"])
+        if "shift" in p or "flip" in p:
+            n = len(x)
+            x = crop_flip(x, p.get("shift", torch.zeros(n, 2)), p.get("flip", torch.zeros(n, dtype=torch.bool)), c["crop_pad"])
+        if "angle" in p: x = warp(x, rotation_matrix(p["angle"]), mode="nearest", fill="zeros")
+        if "color" in p: x = apply_color(x, p["color"])
+        if "end" in p and bool((p["end"] != p["start"]).any()):  # the points live on the CPU
+            x = warp(x, perspective_matrices(p["start"], p["end"], tuple(x.shape[-2:])), fill="zeros")
         return x
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        "Augment a batch (uint8 or float in [0, 1], B x 3 x H x W, any device), every image with its own parameters; float out."
+        return self.apply(x, self.draw(len(x), tuple(x.shape[-2:]), generator))
 
     def mix(self, x: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None):
         "Mixup / CutMix with this config's probabilities (see `mix_batch`)."
@@ -224,6 +305,25 @@ class Augment:
     def __repr__(self):
         diff = {k: v for k, v in self.config.items() if v != _AUGMENT_OFF[k]}
         return f"Augment({self.name!r}: " + ", ".join(f"{k}={v}" for k, v in diff.items()) + ")"
+
+# %% ../nbs/03_augment.ipynb #cebb6641
+def torchvision_apply(x: torch.Tensor, p: dict, augment: "Augment") -> torch.Tensor:
+    "`augment.apply(x, p)` done image by image with torchvision's functional ops (resample='torchvision'): the reference for checks."
+    import torchvision.transforms.v2.functional as TF
+    from torchvision.transforms import InterpolationMode
+    c, (H, W), out = augment.config, x.shape[-2:], []
+    if c["resample"] != "torchvision": raise ValueError("torchvision_apply reproduces resample='torchvision' only")
+    names, fns = ("brightness", "contrast", "saturation", "hue"), (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+    for i, im in enumerate(to_float(x)):
+        if "shift" in p: im = TF.crop(TF.pad(im, [c["crop_pad"]] * 4, padding_mode="reflect"),
+                                      c["crop_pad"] + int(p["shift"][i, 1]), c["crop_pad"] + int(p["shift"][i, 0]), H, W)
+        if "flip" in p and p["flip"][i]: im = TF.horizontal_flip(im)
+        if "angle" in p: im = TF.rotate(im, float(p["angle"][i]), interpolation=InterpolationMode.NEAREST, fill=0)
+        for j in p["color"]["order"][i].tolist() if "color" in p else []: im = fns[j](im, float(p["color"][names[j]][i]))
+        if "end" in p and bool((p["end"][i] != p["start"][i]).any()):
+            im = TF.perspective(im, p["start"][i].tolist(), p["end"][i].tolist(), interpolation=InterpolationMode.BILINEAR, fill=0)
+        out.append(im)
+    return torch.stack(out)
 
 # %% ../nbs/03_augment.ipynb #260a913e
 def soft_targets(y: torch.Tensor, num_classes: int, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -295,7 +395,7 @@ def torchvision_pipeline():
     "The advanced preset's per-image operations as a torchvision.transforms.v2 pipeline (uint8 in, float in [0, 1] out)."
     from torchvision.transforms import v2
     return v2.Compose([v2.RandomCrop(32, padding=4, padding_mode="reflect"), v2.RandomHorizontalFlip(), v2.RandomRotation(15),
-                       v2.ColorJitter(0.2, 0.2, 0.2, 0.1), v2.RandomPerspective(0.2, p=0.5), v2.ToDtype(torch.float32, scale=True)])
+                       v2.ColorJitter(0.1, 0.1, 0.1, 0.02), v2.RandomPerspective(0.1, p=0.5), v2.ToDtype(torch.float32, scale=True)])
 
 def bench(n: int = 10_000, batch_size: int = 512, workers: int | None = None, cuda: bool = True, seed: int = 0) -> list[dict]:
     "Images/s of `Augment('advanced')` on batches (CPU, and CUDA if available) vs torchvision per image in a DataLoader."
