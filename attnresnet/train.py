@@ -471,14 +471,9 @@ def _check_same_run(run_dir: Path, c: TrainConfig):
                          "use a new run_dir, or the same parameters to resume it")
 
 def _progress(total: int, desc: str, enabled: bool, leave: bool = True):
-    "A tqdm bar in terminals and notebooks; None (quiet) when output goes to a log."
-    if not enabled: return None
-    try:
-        from IPython import get_ipython
-        in_kernel = get_ipython() is not None and "IPKernelApp" in get_ipython().config
-    except ImportError: in_kernel = False
-    if not (in_kernel or sys.stderr.isatty()): return None
-    from tqdm.auto import tqdm
+    "A tqdm bar in a terminal; None where output is a log or a notebook (papermill has no frontend to draw widgets): `fit` prints lines."
+    if not (enabled and sys.stderr.isatty()): return None
+    from tqdm import tqdm
     return tqdm(total=total, desc=desc, leave=leave, dynamic_ncols=True)
 
 def fit(config: TrainConfig | dict | None = None, on_epoch: Callable | None = None, splits=None, **overrides) -> dict:
@@ -517,14 +512,17 @@ def fit(config: TrainConfig | dict | None = None, on_epoch: Callable | None = No
         atomic_save(tr.state_dict(), run_dir / "last.pt")
         if bar is not None:
             bar.total = tr.planned_epochs; bar.update(1); bar.set_postfix(loss=f"{row['train_loss']:.3f}", img_s=f"{row['images_per_s']:.0f}")
-        elif c.progress: print(_epoch_line(row, tr.planned_epochs), flush=True)
+        elif c.progress: print(_epoch_line(row, tr.planned_epochs, tr.elapsed / tr.epoch), flush=True)
         if on_epoch is not None: on_epoch(tr.history)
     if bar is not None: bar.close()
     return _finish(tr, run_dir, env)
 
-def _epoch_line(row: dict, epochs: int) -> str:
-    vals = " ".join(f"{k}={row[k]:.4f}" for k in row if k.startswith("val_acc"))
-    return f"epoch {row['epoch']}/{epochs} loss={row['train_loss']:.4f} lr={row['lr']:.4g} {vals} {row['images_per_s']:.0f} img/s {row['seconds']:.1f}s"
+def _epoch_line(row: dict, epochs: int, epoch_s: float) -> str:
+    "One line per epoch for logs and notebooks: loss, accuracies in %, learning rate, speed, time and the time left."
+    vals = " ".join(f"{k.replace('_acc', '')} {100 * row[k]:.2f}%" for k in row if k.startswith("val_acc"))
+    eta = (epochs - row["epoch"]) * epoch_s
+    return (f"epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f}, train {100 * row['train_acc']:.2f}%, {vals}, "
+            f"lr {row['lr']:.4g}, {row['images_per_s']:,.0f} img/s, {row['seconds']:.1f} s, {eta / 60:.1f} min left")
 
 # %% ../nbs/04_train.ipynb #1701c982
 def _paper_protocol(history: list[dict]) -> dict | None:

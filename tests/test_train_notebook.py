@@ -20,7 +20,7 @@ def test_train_notebook_small_run(tmp_path, image_folder, standin):
     run = tmp_path / "run"
     subset = 0 if image_folder == standin else 500  # the stand-in has only 270 training images after validation
     params = dict(data=str(image_folder), width=4, epochs=1, batch_size=64, train_subset=subset, val_fraction=0.1,
-                  eval_batch_size=500, run_dir=str(run), progress=False)
+                  eval_batch_size=500, run_dir=str(run), progress=True)
     papermill.execute_notebook(str(NB), str(tmp_path / "out.ipynb"), parameters=params, kernel_name="python3",
                                cwd=str(REPO), progress_bar=False)
     m = json.loads((run / "metrics.json").read_text())
@@ -31,6 +31,8 @@ def test_train_notebook_small_run(tmp_path, image_folder, standin):
     assert sum(map(sum, m["confusion_matrix"])) == m["splits"]["test"]
     out = (tmp_path / "out.ipynb").read_text()
     assert "test_acc" in out
+    assert "epoch 1/1: loss " in out and "min left" in out  # headless runs print a line per epoch
+    assert "widget-view" not in out  # no progress widgets that a headless run would leave at 0%
 
 def test_bad_parameter_fails_before_training(tmp_path):
     t0 = time.perf_counter()
