@@ -451,4 +451,4 @@ def main(argv: list[str] | None = None) -> str:
     return report
 
 # %% ../nbs/07_bench.ipynb #b367d9e0
-if __name__ == "__main__": main()
+if __name__ == "__main__" and "__file__" in globals(): main()  # not inside a notebook's kernel

@@ -602,8 +602,9 @@ def load_model(run_dir, checkpoint: str = "best", device="cpu") -> nn.Module:
 # %% ../nbs/04_train.ipynb #6209f9e2
 def plot_history(history: list[dict], title: str = "", ax=None):
     "Training and validation accuracy (raw, EMA, SWA) per epoch, with the learning rate on a twin axis."
-    import matplotlib.pyplot as plt
-    if ax is None: _, ax = plt.subplots(figsize=(7, 4))
+    if ax is None:
+        from .figures import InlineFigure  # displays as an image in any notebook, whatever matplotlib's backend
+        ax = InlineFigure(figsize=(7, 4)).subplots()
     ep = [r["epoch"] for r in history]
     for k, label in (("train_acc", "training (augmented batches, raw)"), ("val_acc_raw", "validation, raw weights"),
                      ("val_acc_ema", "validation, EMA weights"), ("val_acc_swa", "validation, SWA")):
@@ -629,9 +630,7 @@ class LiveCurves:
             from IPython.display import display
             if get_ipython() is None: return
         except ImportError: return
-        import matplotlib.pyplot as plt
-        ax = plot_history(history, self.title)
-        fig = ax.figure; plt.close(fig)
+        fig = plot_history(history, self.title).figure
         if self.handle is None: self.handle = display(fig, display_id=True)
         else: self.handle.update(fig)
 
@@ -664,4 +663,4 @@ def main(argv: list[str] | None = None) -> dict:
     return metrics
 
 # %% ../nbs/04_train.ipynb #78ab0fc2
-if __name__ == "__main__": main()
+if __name__ == "__main__" and "__file__" in globals(): main()  # not inside a notebook's kernel

@@ -12,8 +12,7 @@ pytest.importorskip("nbdev")
 
 NOTEBOOKS = sorted(p.name for p in (REPO / "nbs").glob("*.ipynb"))
 # Notebooks that other work owns and that do not go through yet, with the reason; remove an entry once fixed.
-KNOWN_FAILURES = {"02_data.ipynb": "cells d77cbdc4 and e4b21a5e mix imports with code that needs earlier cells "
-                                   "(docs processing runs import cells in a fresh namespace): NameError: name 'JPEG'"}
+KNOWN_FAILURES = {}  # notebook name -> why it cannot be processed yet
 
 PROCESS = r"""
 import json, re, sys
