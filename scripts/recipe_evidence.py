@@ -16,7 +16,7 @@ sys.path.insert(0, str(REPO))
 def train_command(recipe: str, seed: int, a) -> list[str]:
     return [sys.executable, "-m", "attnresnet.train", "--recipe", recipe, "--seed", str(seed), "--width", str(a.width),
             "--train-subset", str(a.train_subset), "--data", a.data, "--time-budget", str(a.budget), "--epochs", "500",
-            "--run-dir", str(Path(a.out) / f"{recipe}-seed{seed}"), "--progress", "true"]
+            "--run-dir", f"{a.out}/{recipe}-seed{seed}", "--progress", "true"]  # relative to the repository: no machine paths in configs
 
 def table(out: Path, recipes: list[str], seeds: int) -> str:
     "Markdown table: per recipe, epochs trained, best validation and test accuracy (mean ± std over seeds), images/s."
@@ -32,6 +32,15 @@ def table(out: Path, recipes: list[str], seeds: int) -> str:
                     f"{statistics.mean(m['images_per_s'] for m in ms):,.0f} |")
     return "\n".join(rows)
 
+def paired_table(out: Path, seeds: int) -> str:
+    "Per seed, the two recipes side by side (they trained at the same time, under the same machine load)."
+    rows = ["| seed | epochs, paper / fast | test, paper (%) | test, fast (%) | fast - paper (points) |", "|---|---|---|---|---|"]
+    for s in range(seeds):
+        p, f = (json.loads((out / f"{r}-seed{s}" / "metrics.json").read_text()) for r in ("paper", "fast"))
+        rows.append(f"| {s} | {p['epochs']} / {f['epochs']} | {100 * p['test_acc']:.2f} | {100 * f['test_acc']:.2f} | "
+                    f"{100 * (f['test_acc'] - p['test_acc']):+.2f} |")
+    return "\n".join(rows)
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--budget", type=float, default=240, help="seconds for each run's epochs (default 240)")
@@ -39,21 +48,23 @@ def main(argv=None):
     p.add_argument("--width", type=int, default=8)
     p.add_argument("--train-subset", type=int, default=10000)
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (two runs at a time)")
-    p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "cifar10-jpeg"))
-    p.add_argument("--out", default=str(REPO / "results" / "cpu" / "recipes"))
+    p.add_argument("--data", default="../shared/data/cifar10-jpeg", help="relative to the repository, or absolute")
+    p.add_argument("--out", default="results/cpu/recipes", help="relative to the repository, or absolute")
+    p.add_argument("--table-only", action="store_true", help="only rebuild OUT/table.md from the runs already there")
+    p.add_argument("--note", default="", help="a sentence about the circumstances (machine load, ...) for the table's note")
     a = p.parse_args(argv)
-    out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
+    out = REPO / a.out; out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "PYTHONPATH": str(REPO)}
     recipes = ["paper", "fast"]
-    for seed in range(a.seeds):
+    for seed in range(0 if a.table_only else a.seeds):
         procs = [subprocess.Popen(train_command(r, seed, a), env=env, cwd=REPO, stdout=open(out / f"{r}-seed{seed}.log", "w"),
                                   stderr=subprocess.STDOUT) for r in recipes]
         for r, pr in zip(recipes, procs):
             if pr.wait(): sys.exit(f"{r} seed {seed} failed: see {out / f'{r}-seed{seed}.log'}")
     note = (f"\n\n*Scale: width {a.width}, {a.train_subset:,} training images of {Path(a.data).name}, {a.budget:.0f} s for each "
             f"run's epochs (training and validation), two runs at a time with {a.threads} thread(s) each, "
-            f"{os.cpu_count()}-core CPU; seeds 0-{a.seeds - 1}.*\n")
-    text = table(out, recipes, a.seeds) + note
+            f"{os.cpu_count()}-core CPU; seeds 0-{a.seeds - 1}.{' ' + a.note if a.note else ''}*\n")
+    text = table(out, recipes, a.seeds) + "\n\n" + paired_table(out, a.seeds) + note
     (out / "table.md").write_text(text)
     print(text)
 
