@@ -118,13 +118,14 @@ def _load_folder(root: Path, cache_dir: Path) -> dict:
         raise ValueError(f"data={str(root)!r}: train/ and test/ class folders differ: {classes} vs {test_classes}")
     tr, te = _folder_files(root / "train", classes), _folder_files(root / "test", classes)
     key = _folder_key(root, tr + te)
+    jpeg = all(Path(f).suffix.lower() in (".jpg", ".jpeg") for f, _ in tr[:10])
+    # named by what it is, never by where it sat: sources are printed into committed tables and figures
+    src = "cifar10-jpeg (JPEG q75 re-encode of CIFAR-10)" if root.name == "cifar10-jpeg" else \
+          f"{root.name} ({'JPEG ' if jpeg else ''}image folder)"
     def build():
         (trx, try_), (tex, tey) = decode_files(tr), decode_files(te)
-        jpeg = all(Path(f).suffix.lower() in (".jpg", ".jpeg") for f, _ in tr[:10])
-        src = f"{root.name} ({'JPEG re-encode, ' if jpeg else ''}image folder {root})"
-        if root.name == "cifar10-jpeg": src = f"cifar10-jpeg (JPEG q75 re-encode of CIFAR-10, {root})"
-        return dict(train_x=trx, train_y=try_, test_x=tex, test_y=tey, classes=classes, source=src)
-    return _cached(cache_dir / f"cache-{root.name}-{key}.pt", build)
+        return dict(train_x=trx, train_y=try_, test_x=tex, test_y=tey, classes=classes)
+    return {**_cached(cache_dir / f"cache-{root.name}-{key}.pt", build), "source": src}  # caches made earlier carried a path
 
 def _load_torchvision(cache_dir: Path, download: bool) -> dict:
     "torchvision's CIFAR-10 (downloaded into cache_dir when allowed), as tensors (cached)."
