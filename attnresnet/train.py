@@ -181,7 +181,8 @@ def fidelity_table(c: TrainConfig | None = None) -> list[dict]:
         row("EMA", "0.999", "0.999 every step; validation and the final model use the EMA weights",
             f"{c.ema_decay:g} every step{', with warm-up' if c.ema_warmup else ''}; validation chooses between raw and EMA weights"),
         row("precision", "mixed precision", "fp16 autocast + `GradScaler`",
-            f"`{c.precision}`: bf16 autocast where the device supports it (no scaler, no host sync), else fp16 + `GradScaler`", "`precision='fp16'`"),
+            f"`{c.precision}`: bf16 autocast where the device computes bf16 (no scaler, no host sync); else fp16 + `GradScaler` "
+            "on GPUs, fp32 on CPUs", "`precision='fp16'`"),
         row("validation", "10% of the training data, 95.30%", "a random 10% carrying the training transforms; best of 500 per-epoch EMA accuracies",
             f"a stratified {c.val_fraction:.0%}, not augmented; `metrics.json` gives the study's numbers and `paper_protocol` "
             "(best per-epoch EMA accuracy); the official test set besides"),
