@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_train.ipynb #3f6143b6
 from __future__ import annotations
-import argparse, csv, dataclasses, difflib, io, itertools, json, math, os, platform, subprocess, sys, time
+import argparse, csv, dataclasses, difflib, importlib.util, io, itertools, json, math, os, platform, subprocess, sys, time
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 from typing import Callable
@@ -75,6 +75,7 @@ class TrainConfig:
     eval_batch_size: int = 1000
     run_dir: str = "runs/default"    # where config, history, metrics and checkpoints go
     progress: bool = True            # progress bars (a line per epoch when output is not a terminal or notebook)
+    log: str = ""                    # "tensorboard": also write each epoch's numbers to run_dir/tensorboard (needs the tensorboard package)
 
     def __post_init__(self): validate_config(self)
 
@@ -122,6 +123,9 @@ def validate_config(c: TrainConfig):
         try: torch.device(c.device)
         except RuntimeError: raise ValueError(f"device={c.device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
     if not c.run_dir: raise ValueError("run_dir='': give the folder where the run's artifacts go")
+    if c.log not in ("", "tensorboard"): raise ValueError(f"log={c.log!r}: use '' (the run directory's files only) or 'tensorboard'")
+    if c.log == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise ValueError("log='tensorboard' needs the tensorboard package: pip install tensorboard (or leave log='')")
     if c.recipe != "paper" and all(getattr(c, k) == TrainConfig.__dataclass_fields__[k].default for k in RECIPES[c.recipe]):
         raise ValueError(f"recipe={c.recipe!r} with the paper's settings: build the config with make_config(recipe={c.recipe!r}) "
                          "(as the command line and the training notebook do), which fills in the recipe's settings")
@@ -459,7 +463,7 @@ def model_kwargs(c: TrainConfig, num_classes: int = 10) -> dict:
     return dict(num_classes=num_classes, **{n: getattr(c, n) for n in names})
 
 # %% ../nbs/04_train.ipynb #ad3d588d
-_NOT_IDENTITY = ("run_dir", "progress", "device", "eval_batch_size")  # may change between a run and its resume
+_NOT_IDENTITY = ("run_dir", "progress", "device", "eval_batch_size", "log")  # may change between a run and its resume
 
 def _check_same_run(run_dir: Path, c: TrainConfig):
     p = run_dir / "config.json"
@@ -476,6 +480,11 @@ def _progress(total: int, desc: str, enabled: bool, leave: bool = True):
     if not (enabled and sys.stderr.isatty()): return None
     from tqdm import tqdm
     return tqdm(total=total, desc=desc, leave=leave, dynamic_ncols=True)
+
+def _tensorboard(run_dir: Path):
+    "A TensorBoard writer for `run_dir/tensorboard` (imported only when asked for: tensorboard is optional)."
+    from torch.utils.tensorboard import SummaryWriter
+    return SummaryWriter(str(run_dir / "tensorboard"))
 
 def fit(config: TrainConfig | dict | None = None, on_epoch: Callable | None = None, splits=None, **overrides) -> dict:
     "Train (or resume, or just report) the run `config` describes; returns its metrics."
@@ -494,6 +503,7 @@ def fit(config: TrainConfig | dict | None = None, on_epoch: Callable | None = No
     if (run_dir / "last.pt").exists(): tr.load_state_dict(torch.load(run_dir / "last.pt", weights_only=True))
     s = tr.splits
     bar = _progress(tr.planned_epochs, f"{c.model} w{c.width}", c.progress)
+    board = _tensorboard(run_dir) if c.log == "tensorboard" else None
     if bar is not None: bar.update(tr.epoch)
     while tr.epoch < tr.planned_epochs:
         t0 = time.perf_counter()
@@ -514,8 +524,13 @@ def fit(config: TrainConfig | dict | None = None, on_epoch: Callable | None = No
         if bar is not None:
             bar.total = tr.planned_epochs; bar.update(1); bar.set_postfix(loss=f"{row['train_loss']:.3f}", img_s=f"{row['images_per_s']:.0f}")
         elif c.progress: print(_epoch_line(row, tr.planned_epochs, tr.elapsed / tr.epoch), flush=True)
+        if board is not None:
+            for k, v in row.items():
+                if k != "epoch": board.add_scalar(k, v, row["epoch"])
+            board.flush()
         if on_epoch is not None: on_epoch(tr.history)
     if bar is not None: bar.close()
+    if board is not None: board.close()
     return _finish(tr, run_dir, env)
 
 def _epoch_line(row: dict, epochs: int, epoch_s: float) -> str:

@@ -43,3 +43,15 @@ def test_config_json_alone_reruns_a_run(tmp_path, standin):
     assert r.returncode == 0, r.stderr
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (run, tmp_path / "again"))
     assert a["test_acc"] == b["test_acc"] and a["best_val_acc"] == b["best_val_acc"]
+
+def test_tensorboard_log_is_optional(tmp_path, standin):
+    "log='tensorboard' writes event files when the package is there, and says how to get it when it is not."
+    import importlib.util
+    r = run_cli("--data", standin, "--width", "4", "--epochs", "1", "--batch-size", "64", "--val-fraction", "0.2",
+                "--progress", "false", "--log", "tensorboard", "--run-dir", tmp_path / "run")
+    if importlib.util.find_spec("tensorboard") is None:
+        assert r.returncode == 2 and "pip install tensorboard" in r.stderr, r.stderr
+        assert not (tmp_path / "run").exists()
+    else:
+        assert r.returncode == 0, r.stderr
+        assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
