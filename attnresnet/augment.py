@@ -203,12 +203,13 @@ def apply_color(x: torch.Tensor, p: dict) -> torch.Tensor:
            lambda x: _blend(x, grayscale(x).mean((-2, -1), keepdim=True), v(p["contrast"])),
            lambda x: _blend(x, grayscale(x), v(p["saturation"])),
            lambda x: _hue(x, v(p["hue"]))]
-    order = p["order"]
+    order, skip_hue = p["order"], not bool((p["hue"] != 0).any())
     for k in range(4):
         for j in order[:, k].unique().tolist():  # the order lives on the CPU: choosing needs no GPU round trip
-            if j == 3 and not bool((p["hue"] != 0).any()): continue
-            sel = to_device(order[:, k] == j, x.device).view(-1, 1, 1, 1)
-            x = ops[j](x) if bool((order[:, k] == j).all()) else torch.where(sel, ops[j](x), x)
+            if j == 3 and skip_hue: continue
+            here = order[:, k] == j
+            if bool(here.all()): x = ops[j](x)  # every image wants op j here (always so with a fixed order): no mask to copy
+            else: x = torch.where(to_device(here, x.device).view(-1, 1, 1, 1), ops[j](x), x)
     return x
 
 def color_jitter(x: torch.Tensor, brightness: float = 0.1, contrast: float = 0.1, saturation: float = 0.1, hue: float = 0.02,
