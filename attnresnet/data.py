@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['PKG_DIR', 'REPO_DIR', 'CIFAR10_MEAN', 'CIFAR10_STD', 'offline_cifar10', 'default_cache_dir', 'ImageSet',
-           'decode_files', 'atomic_save', 'load_images', 'split_train_val', 'stratified_subset', 'channel_stats',
-           'Splits', 'load_splits', 'DeviceLoader']
+__all__ = ['PKG_DIR', 'REPO_DIR', 'CIFAR10_MEAN', 'CIFAR10_STD', 'offline_cifar10', 'default_cache_dir', 'make_standin_dataset',
+           'ImageSet', 'decode_files', 'atomic_save', 'load_images', 'split_train_val', 'stratified_subset',
+           'channel_stats', 'Splits', 'load_splits', 'DeviceLoader']
 
 # %% ../nbs/02_data.ipynb #6c7a6865
 PKG_DIR = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd().resolve().parent / "attnresnet"
@@ -30,6 +30,24 @@ def default_cache_dir() -> Path:
     if env: return Path(env).expanduser()
     if (REPO_DIR / "data").is_dir() and (REPO_DIR / "pyproject.toml").is_file(): return REPO_DIR / "data"
     return Path.home() / ".cache" / "attnresnet"
+
+# %% ../nbs/02_data.ipynb #c56cc451
+def make_standin_dataset(root, per_class: int = 40, test_per_class: int = 10, classes: int = 10, seed: int = 0) -> Path:
+    "Write a small learnable image-folder tree `root/{train,test}/<class>/*.png` of 32x32 images."
+    from torchvision.io import write_png
+    root, g = Path(root), torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(32.), torch.arange(32.), indexing="ij")
+    for split, n in (("train", per_class), ("test", test_per_class)):
+        for k in range(classes):
+            d = root / split / f"class{k}"; d.mkdir(parents=True, exist_ok=True)
+            angle, hue = math.pi * (k % 5) / 5, k / classes
+            colour = torch.tensor([math.cos(2 * math.pi * (hue + o)) for o in (0, 1 / 3, 2 / 3)]).view(3, 1, 1) * 0.3 + 0.5
+            for i in range(n):
+                phase = torch.rand((), generator=g) * 6.28
+                stripes = torch.sin((xx * math.cos(angle) + yy * math.sin(angle)) * (0.5 + 0.3 * (k >= 5)) + phase)
+                img = colour + 0.25 * stripes + 0.08 * torch.randn(3, 32, 32, generator=g)
+                write_png((img.clamp(0, 1) * 255).to(torch.uint8), str(d / f"{i:04d}.png"))
+    return root
 
 # %% ../nbs/02_data.ipynb #58f66808
 @dataclass(repr=False)
