@@ -4,15 +4,15 @@
 
 # %% ../nbs/02_data.ipynb #48431058
 from __future__ import annotations
-import hashlib, math, os, tempfile
+import glob, hashlib, math, os, tempfile, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
 import torch
 
 # %% auto #0
 __all__ = ['PKG_DIR', 'REPO_DIR', 'CIFAR10_MEAN', 'CIFAR10_STD', 'offline_cifar10', 'default_cache_dir', 'make_standin_dataset',
-           'ImageSet', 'decode_files', 'atomic_save', 'load_images', 'split_train_val', 'stratified_subset',
-           'channel_stats', 'Splits', 'load_splits', 'DeviceLoader']
+           'ImageSet', 'decode_files', 'data_fingerprint', 'atomic_save', 'load_images', 'split_train_val',
+           'stratified_subset', 'channel_stats', 'Splits', 'load_splits', 'DeviceLoader']
 
 # %% ../nbs/02_data.ipynb #6c7a6865
 PKG_DIR = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd().resolve().parent / "attnresnet"
@@ -52,13 +52,14 @@ def make_standin_dataset(root, per_class: int = 40, test_per_class: int = 10, cl
 # %% ../nbs/02_data.ipynb #58f66808
 @dataclass(repr=False)
 class ImageSet:
-    "Decoded train/test images (uint8, N x 3 x 32 x 32) and int64 labels, with class names and a description of the source."
+    "Decoded train/test images (uint8, N x 3 x 32 x 32) and int64 labels, with class names, the source and its fingerprint."
     train_x: torch.Tensor
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
     classes: list
     source: str
+    fingerprint: str = ""  # see `data_fingerprint`; "" where a caller built the set by hand
 
     def __repr__(self):
         return (f"ImageSet({self.source}: train {tuple(self.train_x.shape)}, test {tuple(self.test_x.shape)}, "
@@ -67,15 +68,44 @@ class ImageSet:
 # %% ../nbs/02_data.ipynb #c69c71a3
 _IMG_EXTS = {".png", ".jpg", ".jpeg"}
 
+def _visible(entries) -> list:
+    "Directory entries whose names do not start with '.' (`.ipynb_checkpoints`, `.DS_Store`, macOS `._*` files)."
+    return [e for e in entries if not e.name.startswith(".")]
+
+def _class_folders(root: Path) -> list:
+    "Sorted class names of an image-folder tree, after checking that a classifier can learn from its layout."
+    where = f"data={str(root)!r}"
+    if not root.exists():
+        raise FileNotFoundError(f"{where}: no such folder. Pass data='cifar10' (torchvision download) or an "
+                                f"image-folder tree root/{{train,test}}/<class>/*.png|jpg, e.g. data='../shared/data/cifar10-jpeg'")
+    missing = [s for s in ("train", "test") if not (root / s).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"{where}: expected sub-folders train/ and test/ (missing: {', '.join(missing)}) "
+                                "laid out as <split>/<class>/*.png|jpg")
+    classes = sorted(e.name for e in _visible(os.scandir(root / "train")) if e.is_dir())
+    if len(classes) < 2:
+        found = f"only {classes[0]!r}" if classes else "none"
+        raise ValueError(f"{where}: train/ must hold at least two class folders, found {found} (hidden folders such as "
+                         ".ipynb_checkpoints do not count); with one class every prediction is right and nothing is learned. "
+                         "Put each class's images in its own folder, train/<class>/ and test/<class>/")
+    test_classes = sorted(e.name for e in _visible(os.scandir(root / "test")) if e.is_dir())
+    if test_classes != classes:
+        raise ValueError(f"{where}: train/ and test/ must hold the same class folders; only in train/: "
+                         f"{sorted(set(classes) - set(test_classes))}, only in test/: {sorted(set(test_classes) - set(classes))}. "
+                         "Add the missing class folders or remove the extra ones")
+    return classes
+
 def _folder_files(split_dir: Path, classes: list) -> list:
-    "Sorted (path, label) pairs under split_dir/<class>/ for the given class order."
+    "Sorted (path, label) pairs of the visible images under split_dir/<class>/ for the given class order."
     out = []
     for label, c in enumerate(classes):
         d = split_dir / c
         if not d.is_dir():
             raise FileNotFoundError(f"data: class folder {d} is missing; train/ and test/ must hold the same class folders")
-        files = sorted(e.path for e in os.scandir(d) if e.is_file() and Path(e.name).suffix.lower() in _IMG_EXTS)
-        if not files: raise FileNotFoundError(f"data: no .png/.jpg/.jpeg images in {d}")
+        files = sorted(e.path for e in _visible(os.scandir(d)) if e.is_file() and os.path.splitext(e.name)[1].lower() in _IMG_EXTS)
+        if not files:
+            raise FileNotFoundError(f"data: class folder {d} holds no .png/.jpg/.jpeg images (hidden files do not count); "
+                                    f"add its images, or remove the class folder {c!r} from both train/ and test/")
         out += [(f, label) for f in files]
     return out
 
@@ -92,13 +122,25 @@ def decode_files(files: list, size: int = 32) -> tuple[torch.Tensor, torch.Tenso
         x[i] = img
     return x, torch.tensor([l for _, l in files], dtype=torch.int64)
 
-# %% ../nbs/02_data.ipynb #34af149c
-def _folder_key(root: Path, files: list) -> str:
-    "Cheap fingerprint of an image folder: resolved path, file count, total size and newest mtime."
-    sts = [os.stat(f) for f, _ in files]
-    sig = f"{root.resolve()}|{len(sts)}|{sum(s.st_size for s in sts)}|{max(s.st_mtime_ns for s in sts)}"
-    return hashlib.sha1(sig.encode()).hexdigest()[:12]
+# %% ../nbs/02_data.ipynb #db8d82fc
+def _files_fingerprint(root: Path, train: list, test: list, n_classes: int) -> str:
+    "Fingerprint line of the (path, label) lists of a tree: counts, bytes and a sha256 of each file's relative path, size and bytes."
+    h, total, n = hashlib.sha256(), 0, len(str(root)) + 1  # the paths start with root/ (plain strings: pathlib is slow here)
+    for f, _ in train + test:
+        try:
+            with open(f, "rb") as fh: b = fh.read()
+        except OSError as e: raise OSError(f"data: cannot read image file {f} ({e}); fix its permissions or remove it") from None
+        total += len(b)
+        h.update(f"{str(f)[n:].replace(os.sep, '/')}\0{len(b)}\0{hashlib.sha256(b).hexdigest()}\n".encode())
+    return f"{n_classes} classes, {len(train):,} train + {len(test):,} test images, {total:,} bytes, sha256 {h.hexdigest()[:16]}"
 
+def data_fingerprint(root: str | os.PathLike) -> str:
+    "One line that changes when any image of an image-folder tree is added, removed, moved to another class or edited."
+    root = Path(root).expanduser()
+    classes = _class_folders(root)
+    return _files_fingerprint(root, _folder_files(root / "train", classes), _folder_files(root / "test", classes), len(classes))
+
+# %% ../nbs/02_data.ipynb #34af149c
 def atomic_save(obj, path: Path):
     "torch.save to a temporary file in the same folder, then os.replace it into place."
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,43 +152,86 @@ def atomic_save(obj, path: Path):
     finally:
         if os.path.exists(tmp): os.remove(tmp)
 
-def _cached(path: Path, build) -> dict:
-    "Load the dict cached at path, or build it, cache it atomically and return it."
+_CACHE_KEYS = {"train_x", "train_y", "test_x", "test_y", "classes", "fingerprint"}
+
+def _cache_problem(d, classes=None, train_y=None, test_y=None, fingerprint=None) -> str | None:
+    "Why a loaded cache is not the dataset expected (None if it is); `fingerprint` may be a function of the loaded dict."
+    if not isinstance(d, dict) or not _CACHE_KEYS <= d.keys():
+        return f"lacks {sorted(_CACHE_KEYS - set(d.keys())) if isinstance(d, dict) else 'everything'} (an older version's cache?)"
+    if not (isinstance(d["classes"], list) and all(isinstance(c, str) for c in d["classes"])):
+        return "has class names that are not a list of strings"
+    if classes is not None and d["classes"] != classes: return f"has classes {d['classes']!r}, the folders give {classes!r}"
+    for s, want in (("train", train_y), ("test", test_y)):
+        x, y = d[f"{s}_x"], d[f"{s}_y"]
+        if not (isinstance(x, torch.Tensor) and x.dtype == torch.uint8 and x.dim() == 4 and tuple(x.shape[1:]) == (3, 32, 32)):
+            return f"has {s}_x that is not uint8 images of shape (N, 3, 32, 32)"
+        if not (isinstance(y, torch.Tensor) and y.dtype == torch.int64 and y.shape == (len(x),)):
+            return f"has {s}_y that is not {len(x)} int64 labels"
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(d["classes"])):
+            return f"has {s} labels outside 0..{len(d['classes']) - 1}"
+        if want is not None and not torch.equal(y, want):
+            return (f"has {len(y):,} {s} labels that differ from the {len(want):,} the class folders give now" if len(y) == len(want)
+                    else f"has {len(y):,} {s} images, the folders hold {len(want):,}")
+    want = fingerprint(d) if callable(fingerprint) else fingerprint
+    if want is not None and d["fingerprint"] != want: return f"was made from other data ({d['fingerprint']!r}, now {want!r})"
+    return None
+
+def _cached(path: Path, build, check=lambda d: None) -> dict:
+    "Load the dict cached at path if `check` finds no problem in it; else build it, cache it atomically and return it."
     if path.is_file():
-        try: return torch.load(path, weights_only=True)
-        except Exception: pass  # unreadable cache (e.g. another torch version): rebuild it
+        try: d, problem = torch.load(path, weights_only=True), None  # tensors, lists, strings: a cache cannot run code
+        except Exception as e: problem = f"cannot be read ({type(e).__name__}: {str(e).strip().splitlines()[0][:150]})"
+        else: problem = check(d)
+        if problem is None: return d
+        warnings.warn(f"data: cache file {path} {problem}; rebuilding it (if this repeats, delete the file)", stacklevel=2)
     d = build()
-    atomic_save(d, path)
+    try: atomic_save(d, path)
+    except OSError as e:
+        warnings.warn(f"data: could not write cache file {path} ({e}); continuing without it. Free disk space, or set "
+                      "ATTNRESNET_CACHE to a writable folder, to decode once instead of on every run", stacklevel=2)
     return d
+
+def _clean_cache_dir(cache_dir: Path, keep: Path, stale: str, tmp_age_s: float = 600):
+    "Delete cache files matching the glob `stale` except `keep`, and temporary files older than tmp_age_s (interrupted writes)."
+    now = time.time()
+    for p in cache_dir.glob(stale):
+        if p != keep:
+            try: p.unlink()
+            except OSError: pass  # gone already, or not ours to delete
+    for p in cache_dir.glob("cache-*.tmp"):
+        try:
+            if now - p.stat().st_mtime > tmp_age_s: p.unlink()
+        except OSError: pass
 
 # %% ../nbs/02_data.ipynb #3ecf004a
 def _load_folder(root: Path, cache_dir: Path) -> dict:
-    "Decode an image-folder tree root/{train,test}/<class>/* (cached)."
-    if not root.exists():
-        raise FileNotFoundError(f"data={str(root)!r}: no such folder. Pass data='cifar10' (torchvision download) or an "
-                                f"image-folder tree root/{{train,test}}/<class>/*.png|jpg, e.g. data='../shared/data/cifar10-jpeg'")
-    missing = [s for s in ("train", "test") if not (root / s).is_dir()]
-    if missing:
-        raise FileNotFoundError(f"data={str(root)!r}: expected sub-folders train/ and test/ (missing: {', '.join(missing)}) "
-                                "laid out as <split>/<class>/*.png|jpg")
-    classes = sorted(e.name for e in os.scandir(root / "train") if e.is_dir())
-    if not classes: raise FileNotFoundError(f"data={str(root)!r}: train/ holds no class folders")
-    test_classes = sorted(e.name for e in os.scandir(root / "test") if e.is_dir())
-    if test_classes != classes:
-        raise ValueError(f"data={str(root)!r}: train/ and test/ class folders differ: {classes} vs {test_classes}")
+    "Decode an image-folder tree root/{train,test}/<class>/* (cached under its fingerprint)."
+    classes = _class_folders(root)
     tr, te = _folder_files(root / "train", classes), _folder_files(root / "test", classes)
-    key = _folder_key(root, tr + te)
+    fp = _files_fingerprint(root, tr, te, len(classes))
     jpeg = all(Path(f).suffix.lower() in (".jpg", ".jpeg") for f, _ in tr[:10])
     # named by what it is, never by where it sat: sources are printed into committed tables and figures
     src = "cifar10-jpeg (JPEG q75 re-encode of CIFAR-10)" if root.name == "cifar10-jpeg" else \
           f"{root.name} ({'JPEG ' if jpeg else ''}image folder)"
+    labels = lambda files: torch.tensor([l for _, l in files], dtype=torch.int64)
     def build():
         (trx, try_), (tex, tey) = decode_files(tr), decode_files(te)
-        return dict(train_x=trx, train_y=try_, test_x=tex, test_y=tey, classes=classes)
-    return {**_cached(cache_dir / f"cache-{root.name}-{key}.pt", build), "source": src}  # caches made earlier carried a path
+        return dict(train_x=trx, train_y=try_, test_x=tex, test_y=tey, classes=classes, fingerprint=fp)
+    stem = f"cache-{root.name}-{hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:8]}"
+    path = cache_dir / f"{stem}-{fp.split()[-1]}.pt"
+    d = _cached(path, build, lambda d: _cache_problem(d, classes, labels(tr), labels(te), fp))
+    _clean_cache_dir(cache_dir, path, f"{glob.escape(stem)}-*.pt")
+    return {**d, "source": src}  # caches made earlier carried a path
+
+def _array_fingerprint(d: dict) -> str:
+    "Fingerprint line of decoded images and labels: counts and a sha256 of the arrays and class names."
+    h = hashlib.sha256("\0".join(d["classes"]).encode())
+    for k in ("train_x", "train_y", "test_x", "test_y"): h.update(d[k].contiguous().numpy())
+    return (f"{len(d['classes'])} classes, {len(d['train_y']):,} train + {len(d['test_y']):,} test images, "
+            f"decoded arrays sha256 {h.hexdigest()[:16]}")
 
 def _load_torchvision(cache_dir: Path, download: bool) -> dict:
-    "torchvision's CIFAR-10 (downloaded into cache_dir when allowed), as tensors (cached)."
+    "torchvision's CIFAR-10 (downloaded into cache_dir when allowed), as tensors (cached, with a fingerprint of the arrays)."
     from torchvision.datasets import CIFAR10
     key = hashlib.sha1(str(cache_dir.resolve()).encode()).hexdigest()[:12]
     def build():
@@ -158,9 +243,13 @@ def _load_torchvision(cache_dir: Path, download: bool) -> dict:
             raise FileNotFoundError(f"data='cifar10': download into {cache_dir} failed ({e}). Without network, point data "
                                     "at an offline image folder, e.g. data='../shared/data/cifar10-jpeg'") from None
         t = lambda d: torch.from_numpy(d.data).permute(0, 3, 1, 2).contiguous()
-        return dict(train_x=t(tr), train_y=torch.tensor(tr.targets), test_x=t(te), test_y=torch.tensor(te.targets),
-                    classes=list(tr.classes), source="torchvision CIFAR-10 (original release)")
-    return _cached(cache_dir / f"cache-cifar10-{key}.pt", build)
+        d = dict(train_x=t(tr), train_y=torch.tensor(tr.targets), test_x=t(te), test_y=torch.tensor(te.targets),
+                 classes=list(tr.classes), source="torchvision CIFAR-10 (original release)")
+        return {**d, "fingerprint": _array_fingerprint(d)}
+    path = cache_dir / f"cache-cifar10-{key}.pt"
+    d = _cached(path, build, lambda d: _cache_problem(d, fingerprint=_array_fingerprint))
+    _clean_cache_dir(cache_dir, path, path.name)
+    return d
 
 # %% ../nbs/02_data.ipynb #9b9d2d7b
 def load_images(data: str | os.PathLike = "cifar10",  # "cifar10" (torchvision) or an image-folder root with train/ and test/
@@ -230,7 +319,7 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 @dataclass(repr=False)
 class Splits:
-    "Train/validation/test tensors (uint8 images, int64 labels) with class names, source and train-split mean/std."
+    "Train/validation/test tensors (uint8 images, int64 labels) with class names, source, train-split mean/std and data fingerprint."
     train_x: torch.Tensor
     train_y: torch.Tensor
     val_x: torch.Tensor
@@ -241,6 +330,7 @@ class Splits:
     source: str
     mean: tuple
     std: tuple
+    fingerprint: str = ""  # of the images the splits were drawn from (`data_fingerprint`); a changed one means other data
 
     def summary(self) -> str:
         "One line: sizes, classes and normalisation statistics."
@@ -272,7 +362,8 @@ def load_splits(data: str | os.PathLike = "cifar10",  # "cifar10" or an image-fo
     if len(tr) == 0: raise ValueError("the training split is empty; lower val_fraction or use more data")
     train_x = s.train_x[tr]
     mean, std = channel_stats(train_x)
-    return Splits(train_x, s.train_y[tr], s.train_x[va], s.train_y[va], s.test_x, s.test_y, s.classes, s.source, mean, std)
+    return Splits(train_x, s.train_y[tr], s.train_x[va], s.train_y[va], s.test_x, s.test_y, s.classes, s.source, mean, std,
+                  s.fingerprint)
 
 # %% ../nbs/02_data.ipynb #d5cc5d61
 class DeviceLoader:
