@@ -120,3 +120,23 @@ def test_splits_carry_the_data_fingerprint(tree):
     assert fp == data_fingerprint(tree) and "3 classes, 12 train + 6 test images" in fp
     shutil.copy(tree / "test" / "class2" / "0000.png", tree / "test" / "class2" / "extra.png")
     assert load_splits(tree, val_fraction=0.25).fingerprint != fp
+
+
+def test_torchvision_source_has_a_checked_fingerprint(tmp_path, monkeypatch):
+    import numpy as np, torchvision.datasets
+    class FakeCIFAR10:  # torchvision's CIFAR-10 without the download: same attributes, six training and two test images
+        classes = ["cat", "dog"]
+        def __init__(self, root, train, download):
+            n = 6 if train else 2
+            self.data = np.random.default_rng(int(train)).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+            self.targets = [i % 2 for i in range(n)]
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR10)
+    first = load_images("cifar10", cache_dir=tmp_path / "cache")
+    assert "2 classes, 6 train + 2 test images" in first.fingerprint
+    cache, = _caches(tmp_path)
+    d = torch.load(cache, weights_only=True); d["train_x"][0, 0, 0, 0] ^= 1
+    torch.save(d, cache)  # one bit of one pixel changed on disk
+    with pytest.warns(UserWarning, match=re.escape(str(cache)) + ".*made from other data"):
+        again = load_images("cifar10", cache_dir=tmp_path / "cache")
+    assert torch.equal(again.train_x, first.train_x)
+    assert load_splits("cifar10", val_fraction=0.5, cache_dir=tmp_path / "cache").fingerprint == first.fingerprint
