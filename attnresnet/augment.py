@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_augment.ipynb #442650fc
 from __future__ import annotations
-import argparse, math, os, time
+import math
 import torch
 import torch.nn.functional as F
 
@@ -12,8 +12,7 @@ import torch.nn.functional as F
 __all__ = ['AUGMENT_PRESETS', 'to_device', 'to_float', 'normalize', 'translation_matrix', 'flip_matrix', 'rotation_matrix',
            'homography', 'warp', 'crop_flip', 'perspective_points', 'perspective_matrices', 'geometry_matrices',
            'random_geometry', 'grayscale', 'rgb_to_hsv', 'hsv_to_rgb', 'color_params', 'apply_color', 'color_jitter',
-           'Augment', 'torchvision_apply', 'soft_targets', 'mixup', 'cutmix_box', 'cutmix', 'mix_batch',
-           'torchvision_pipeline', 'bench', 'bench_table', 'main']
+           'Augment', 'torchvision_apply', 'soft_targets', 'mixup', 'cutmix_box', 'cutmix', 'mix_batch']
 
 # %% ../nbs/03_augment.ipynb #5801f12d
 def _rand(*shape, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -385,76 +384,6 @@ def mix_batch(x: torch.Tensor,  # float images (B, C, H, W)
     if u < mixup_prob: return mixup(x, targets, lam, perm)
     return cutmix(x, targets, cutmix_box(x.shape[-2:], lam, generator), perm)
 
-# %% ../nbs/03_augment.ipynb #c89f441a
-class _PerImage(torch.utils.data.Dataset):
-    "Applies a per-image transform to uint8 images held in a tensor (the torchvision baseline)."
-    def __init__(self, x, tf): self.x, self.tf = x, tf
-    def __len__(self): return len(self.x)
-    def __getitem__(self, i): return self.tf(self.x[i])
-
-def torchvision_pipeline():
-    "The advanced preset's per-image operations as a torchvision.transforms.v2 pipeline (uint8 in, float in [0, 1] out)."
-    from torchvision.transforms import v2
-    return v2.Compose([v2.RandomCrop(32, padding=4, padding_mode="reflect"), v2.RandomHorizontalFlip(), v2.RandomRotation(15),
-                       v2.ColorJitter(0.1, 0.1, 0.1, 0.02), v2.RandomPerspective(0.1, p=0.5), v2.ToDtype(torch.float32, scale=True)])
-
-def bench(n: int = 10_000, batch_size: int = 512, workers: int | None = None, cuda: bool = True, seed: int = 0) -> list[dict]:
-    "Images/s of `Augment('advanced')` on batches (CPU, and CUDA if available) vs torchvision per image in a DataLoader."
-    workers = os.cpu_count() if workers is None else workers
-    x8 = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
-    aug, rows = Augment("advanced"), []
-    threads = torch.get_num_threads()
-    runs = [("cpu", t) for t in sorted({threads, 1}, reverse=True)]
-    if cuda and torch.cuda.is_available(): runs.append(("cuda", threads))
-    for dev, nt in runs:
-        xd, g = x8.to(dev), torch.Generator().manual_seed(seed)
-        sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
-        torch.set_num_threads(nt)
-        try:
-            aug(xd[:batch_size], generator=g); sync()  # warm-up
-            t0 = time.perf_counter()
-            for i in range(0, n, batch_size): aug(xd[i:i + batch_size], generator=g)
-            sync(); dt = time.perf_counter() - t0
-        finally: torch.set_num_threads(threads)
-        name = torch.cuda.get_device_name() if dev == "cuda" else f"CPU, {nt} thread{'s' if nt > 1 else ''}"
-        rows.append(dict(pipeline=f"batched `Augment('advanced')`, {name}", images_per_s=n / dt))
-    dl = torch.utils.data.DataLoader(_PerImage(x8, torchvision_pipeline()), batch_size=batch_size, num_workers=workers)
-    threads = torch.get_num_threads()
-    if workers == 0: torch.set_num_threads(1)  # as in a DataLoader worker: threads only add overhead on single images
-    try:
-        t0 = time.perf_counter()
-        for _ in dl: pass
-        dt = time.perf_counter() - t0
-    finally: torch.set_num_threads(threads)
-    how = f"DataLoader with {workers} workers" if workers else "in the main process, 1 thread"
-    rows.append(dict(pipeline=f"torchvision v2 per image, {how}", images_per_s=n / dt))
-    return rows
-
-def bench_table(rows: list[dict]) -> str:
-    "Markdown table of `bench` rows with the speed-up over the torchvision row (the last)."
-    base = rows[-1]["images_per_s"]
-    lines = ["| pipeline | images/s | speed-up vs torchvision |", "|---|---:|---:|"]
-    lines += [f"| {r['pipeline']} | {r['images_per_s']:,.0f} | {r['images_per_s'] / base:.1f}x |" for r in rows]
-    return "\n".join(lines)
-
-# %% ../nbs/03_augment.ipynb #14cb836c
-def main(argv: list[str] | None = None) -> int:
-    "Command line: `python -m attnresnet.augment --bench [--n N] [--batch-size B] [--workers W]`."
-    p = argparse.ArgumentParser(prog="python -m attnresnet.augment",
-                                description="Batched CIFAR-10 augmentation; --bench compares it with per-image torchvision.")
-    p.add_argument("--bench", action="store_true", help="time the batched pipeline against torchvision and print a markdown table")
-    p.add_argument("--n", type=int, default=10_000, help="images to augment (default 10000)")
-    p.add_argument("--batch-size", type=int, default=512, help="batch size (default 512)")
-    p.add_argument("--workers", type=int, default=None, help="DataLoader workers for torchvision (default os.cpu_count())")
-    p.add_argument("--no-cuda", action="store_true", help="skip the CUDA measurement")
-    a = p.parse_args(argv)
-    if not a.bench: p.print_help(); return 0
-    if a.n < 1 or a.batch_size < 1: p.error("--n and --batch-size must be positive")
-    if a.workers is not None and a.workers < 0: p.error("--workers must be >= 0")
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, n={a.n}, batch_size={a.batch_size}\n")
-    print(bench_table(bench(a.n, a.batch_size, a.workers, cuda=not a.no_cuda)))
-    return 0
-
 # %% ../nbs/03_augment.ipynb #0b228fb4
-if __name__ == "__main__" and "__file__" in globals():  # run as `python -m attnresnet.augment`, not inside a notebook
-    raise SystemExit(main())
+if __name__ == "__main__" and "__file__" in globals():  # `python -m attnresnet.augment`, not inside a notebook
+    raise SystemExit("attnresnet.augment has no command line; its benchmark is `python -m attnresnet.bench --augment`")

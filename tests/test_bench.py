@@ -1,11 +1,12 @@
-"""`python -m attnresnet.bench` runs end to end on a tiny model, and rejects bad flags by name."""
+"""`python -m attnresnet.bench` (training speed, and with --augment the augmentation pipeline) runs end to end on tiny
+inputs, and rejects bad flags by name."""
 import subprocess, sys, time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-def bench(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "attnresnet.bench", *map(str, args)], capture_output=True, text=True,
+def bench(*args, timeout=120, module="attnresnet.bench"):
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO)
 
 def test_quick_run_prints_the_tables_and_appends(tmp_path):
@@ -23,9 +24,23 @@ def test_quick_run_prints_the_tables_and_appends(tmp_path):
     assert text.startswith("# Benchmarks\n\n## Other section\n\nkept\n\n## Training speed (issue 6)\n\n### ")
     assert "--width 4 --batch-size 16" in text and "load " in text
 
+def test_augment_run_prints_its_table_and_appends(tmp_path):
+    out = tmp_path / "BENCHMARKS.md"
+    r = bench("--augment", "--images", "256", "--batch-size", "128", "--workers", "0", "--device", "cpu", "--append", out)
+    assert r.returncode == 0, r.stderr
+    assert "| pipeline | images/s | speed-up vs torchvision |" in r.stdout
+    assert "| batched `Augment('advanced')`, CPU, 1 thread |" in r.stdout
+    assert "| torchvision v2 per image, in the main process, 1 thread |" in r.stdout and r.stdout.count("\n|") == 5
+    assert out.read_text().startswith("## Augmentation pipeline (issue 3)\n\n### ")
+
+def test_old_augment_command_names_the_new_one():
+    r = bench("--bench", module="attnresnet.augment", timeout=60)
+    assert r.returncode == 1 and "python -m attnresnet.bench --augment" in r.stderr, r.stderr
+
 def test_bad_flags_exit_2_naming_them():
     for args, name in [(["--widht", "4"], "--widht"), (["--batch-size", "0"], "--batch-size"),
-                       (["--device", "tpu"], "--device")]:
+                       (["--device", "tpu"], "--device"), (["--augment", "--images", "0"], "--images"),
+                       (["--augment", "--workers", "-1"], "--workers")]:
         r = bench(*args, timeout=60)
         assert r.returncode == 2, (args, r.stderr)
         assert name in r.stderr, (args, r.stderr)

@@ -1,5 +1,4 @@
-"""What the notebooks cannot show: every exported module runs from plain Python (no fastcore/nbdev)
-and the augmentation benchmark works as a command."""
+"""What the notebooks cannot show: every exported module runs from plain Python (no fastcore/nbdev)."""
 import subprocess, sys
 
 def _run(*args):
@@ -12,13 +11,3 @@ def test_modules_import_without_dev_tools():
             "print(bad); assert not bad, bad")
     r = _run("-c", code)
     assert r.returncode == 0, r.stdout + r.stderr
-
-def test_augment_bench_command():
-    r = _run("-m", "attnresnet.augment", "--bench", "--n", "256", "--batch-size", "128", "--workers", "0", "--no-cuda")
-    assert r.returncode == 0, r.stderr
-    assert "| pipeline | images/s | speed-up vs torchvision |" in r.stdout
-    assert "torchvision v2 per image" in r.stdout
-
-def test_augment_command_rejects_bad_arguments():
-    r = _run("-m", "attnresnet.augment", "--bench", "--n", "0")
-    assert r.returncode == 2 and "--n" in r.stderr
