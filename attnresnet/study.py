@@ -4,19 +4,18 @@
 
 # %% ../nbs/05_study.ipynb #2e9478d7
 from __future__ import annotations
-import json, os, shlex, statistics, subprocess, sys, time
-from concurrent.futures import ThreadPoolExecutor
+import json, os, shlex, shutil, signal, statistics, subprocess, sys, tempfile, threading, time
 from dataclasses import dataclass, field
 from pathlib import Path
-from queue import Queue
 from .train import TrainConfig, make_config, read_history
 from .models import PARAMETER_BUDGET, markdown_table, check_positive_int
 from .data import REPO_DIR
 
 # %% auto #0
 __all__ = ['ABLATIONS', 'ABLATION_NAMES', 'PAPER_WIDTH', 'RUNNERS', 'ABLATION_HEADERS', 'PAPER_TABLE2', 'Ablation',
-           'claims_table', 'Run', 'ablation_runs', 'run_command', 'run_grid', 'collect_results', 'mean_std',
-           'ablation_table', 'scale_note', 'specifications_table', 'per_class_table', 'write_table']
+           'claims_table', 'Run', 'ablation_runs', 'run_command', 'grid_command', 'write_commands', 'run_grid',
+           'collect_results', 'mean_std', 'ablation_table', 'scale_note', 'specifications_table', 'per_class_table',
+           'write_table']
 
 # %% ../nbs/05_study.ipynb #7662ea23
 @dataclass(frozen=True)
@@ -93,35 +92,100 @@ def ablation_runs(runs_dir="runs/ablations", epochs: int = 500, train_subset: in
 # %% ../nbs/05_study.ipynb #7602798b
 RUNNERS = ("papermill", "python")
 
-def run_command(run: Run, runner: str = "papermill", python: str = "python", notebook: str = "nbs/train.ipynb") -> str:
-    "One shell line that performs `run` from the project root (`python`: the interpreter to name)."
+def _argv(run: Run, runner: str, python: str = "python", notebook: str = "nbs/train.ipynb") -> list[str]:
+    "The command of `run` as a list of arguments (the papermill runner's run directory must exist first)."
     if runner == "papermill":
-        ps = " ".join(f"-p {k} {shlex.quote(str(v))}" for k, v in run.params.items())
-        out = shlex.quote(str(run.run_dir / "train.ipynb"))
-        return f"mkdir -p {shlex.quote(str(run.run_dir))} && {python} -m papermill --log-level WARNING {notebook} {out} {ps}"
+        return [python, "-m", "papermill", "--log-level", "WARNING", str(notebook), str(run.run_dir / "train.ipynb"),
+                *(a for k, v in run.params.items() for a in ("-p", k, str(v)))]
     if runner == "python":
-        return f"{python} -m attnresnet.train " + " ".join(f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in run.params.items())
+        return [python, "-m", "attnresnet.train", *(a for k, v in run.params.items() for a in (f"--{k.replace('_', '-')}", str(v)))]
     raise ValueError(f"runner={runner!r}: choose one of {list(RUNNERS)}")
 
+def run_command(run: Run, runner: str = "papermill", python: str = "python", notebook: str = "nbs/train.ipynb") -> str:
+    "One shell line that performs `run` from the project root (`python`: the interpreter to name, as shell text)."
+    line = " ".join([python, *map(shlex.quote, _argv(run, runner, python, notebook)[1:])])
+    return f"mkdir -p {shlex.quote(str(run.run_dir))} && {line}" if runner == "papermill" else line
+
+# %% ../nbs/05_study.ipynb #ad4aa995
+def _relative(path: str) -> bool: return not Path(path).expanduser().is_absolute()
+
+def grid_command(run: Run, runner: str = "python", python: str = "python", base=None) -> str:
+    "`run`'s shell line for any runner, from any folder: it starts with `cd base` when the run names relative paths."
+    base = Path(base or Path.cwd()).absolute()
+    broken = [k for k, v in run.params.items() if any(c in str(v) for c in "\n\r\0")]
+    if broken: raise ValueError(f"{broken}: a line break in a parameter would split the run over two lines of a command file")
+    line = run_command(run, runner, python, notebook=str(REPO_DIR / "nbs" / "train.ipynb"))
+    data = str(run.params.get("data", "cifar10"))
+    relative = _relative(run.params["run_dir"]) or (data.lower() not in ("cifar10", "cifar-10") and _relative(data))
+    return f"cd {shlex.quote(str(base))} && {line}" if relative else line
+
+def write_commands(runs: list[Run], path, runner: str = "python", python: str = "python", base=None) -> Path:
+    "Write one `grid_command` line per run of `runs` (finished ones too, so line N is always the same run) to `path`."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(grid_command(r, runner, python, base) + "\n" for r in runs))
+    return path
+
 # %% ../nbs/05_study.ipynb #8bd55d17
-def run_grid(runs: list[Run], runner: str = "papermill", gpus: list | None = None, cwd=REPO_DIR, log=print) -> list[Run]:
-    "Run every unfinished run (one at a time, or one per GPU in `gpus`) from the project root; returns the runs started."
-    todo = [r for r in runs if not r.done]
+class _Terminated(BaseException): "SIGTERM arrived while `run_grid` waited for its runs."
+def _raise_terminated(signum, frame): raise _Terminated()
+
+def _stop(procs: list, grace: float = 5.0):
+    "End the still running processes of `procs` with their process groups: SIGTERM, then SIGKILL after `grace` seconds."
+    live = [p for p in procs if p.poll() is None]
+    kill = lambda p, sig: (os.killpg(p.pid, sig) if hasattr(os, "killpg") else p.send_signal(sig))
+    for p in live:
+        try: kill(p, signal.SIGTERM)
+        except ProcessLookupError: pass
+    deadline = time.monotonic() + grace
+    for p in live:
+        try: p.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            try: kill(p, getattr(signal, "SIGKILL", signal.SIGTERM))
+            except ProcessLookupError: pass
+            p.wait()
+
+def run_grid(runs: list[Run], runner: str = "papermill", gpus: list | None = None, cwd=None, log=print,
+             grace: float = 5.0, poll: float = 0.5) -> list[Run]:
+    "Run every unfinished run (one at a time, or one per GPU in `gpus`) from `cwd`; stopping the grid stops them. Returns the runs started."
+    cwd = Path(cwd or Path.cwd())
+    todo = [r for r in runs if not (cwd / r.run_dir / "metrics.json").exists()]
     log(f"{len(runs) - len(todo)} of {len(runs)} runs already finished; {len(todo)} to run")
     if not todo: return []
-    slots = Queue()
-    for g in (gpus or [None]): slots.put(g)
-    def one(run: Run):
-        gpu = slots.get()
+    if runner not in RUNNERS: raise ValueError(f"runner={runner!r}: choose one of {list(RUNNERS)}")
+    die_with_us = ["setpriv", "--pdeathsig", "TERM", "--"] if sys.platform == "linux" and shutil.which("setpriv") else []
+    notebook = str(REPO_DIR / "nbs" / "train.ipynb")
+    queue, free, running, failed = list(todo), list(gpus or [None]), {}, []
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _raise_terminated) if main else None
+    try:
         try:
-            env = dict(os.environ, **({"CUDA_VISIBLE_DEVICES": str(gpu)} if gpu is not None else {}))
-            t0 = time.perf_counter()
-            r = subprocess.run(run_command(run, runner, shlex.quote(sys.executable)), shell=True, cwd=cwd, env=env, capture_output=True, text=True)
-            if r.returncode != 0:
-                raise RuntimeError(f"run {run.run_dir} failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
-            log(f"finished {run.run_dir} in {time.perf_counter() - t0:.0f}s" + (f" on GPU {gpu}" if gpu is not None else ""))
-        finally: slots.put(gpu)
-    with ThreadPoolExecutor(max_workers=len(gpus or [None])) as pool: list(pool.map(one, todo))
+            while queue or running:
+                while queue and free:
+                    run, gpu = queue.pop(0), free.pop(0)
+                    env = dict(os.environ, **({"CUDA_VISIBLE_DEVICES": str(gpu)} if gpu is not None else {}))
+                    if runner == "papermill": (cwd / run.run_dir).mkdir(parents=True, exist_ok=True)
+                    err = tempfile.TemporaryFile()
+                    running[subprocess.Popen(die_with_us + _argv(run, runner, sys.executable, notebook), cwd=cwd, env=env,
+                                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                             start_new_session=True)] = (run, gpu, err, time.perf_counter())
+                time.sleep(poll)
+                for p in [p for p in running if p.poll() is not None]:
+                    run, gpu, err, t0 = running.pop(p)
+                    free.append(gpu)
+                    if p.returncode:
+                        err.seek(0)
+                        failed.append(f"run {run.run_dir} failed (exit {p.returncode}):\n{err.read()[-3000:].decode(errors='replace')}")
+                    else: log(f"finished {run.run_dir} in {time.perf_counter() - t0:.0f}s" + (f" on GPU {gpu}" if gpu is not None else ""))
+                    err.close()
+        finally:
+            if running: log(f"stopping {len(running)} unfinished run(s): {', '.join(str(r.run_dir) for r, *_ in running.values())}")
+            _stop(list(running), grace)
+            for _, _, err, _ in running.values(): err.close()
+            if main: signal.signal(signal.SIGTERM, old if old is not None else signal.SIG_DFL)
+    except _Terminated:
+        os.kill(os.getpid(), signal.SIGTERM)  # now handled as without run_grid: by default, the process ends
+        raise KeyboardInterrupt("SIGTERM") from None
+    if failed: raise RuntimeError("\n\n".join(failed))
     return todo
 
 # %% ../nbs/05_study.ipynb #47c60316
