@@ -7,12 +7,14 @@ from __future__ import annotations
 import math
 import torch
 import torch.nn.functional as F
+from .helpers import is_int
 
 # %% auto #0
 __all__ = ['AUGMENT_PRESETS', 'to_device', 'to_float', 'normalize', 'translation_matrix', 'flip_matrix', 'rotation_matrix',
            'homography', 'warp', 'crop_flip', 'perspective_points', 'perspective_matrices', 'geometry_matrices',
            'random_geometry', 'grayscale', 'rgb_to_hsv', 'hsv_to_rgb', 'color_params', 'apply_color', 'color_jitter',
-           'Augment', 'torchvision_apply', 'soft_targets', 'mixup', 'cutmix_box', 'cutmix', 'mix_batch']
+           'Augment', 'torchvision_apply', 'soft_targets', 'check_mix_probs', 'mixup', 'cutmix_box', 'cutmix',
+           'mix_batch']
 
 # %% ../nbs/03_augment.ipynb #5801f12d
 def _rand(*shape, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -218,36 +220,32 @@ def color_jitter(x: torch.Tensor, brightness: float = 0.1, contrast: float = 0.1
 
 # %% ../nbs/03_augment.ipynb #6c552349
 _AUGMENT_OFF = dict(crop_pad=0, flip=False, rotate=0.0, perspective=0.0, perspective_p=0.5,
-                    brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, color_order="random", resample="torchvision",
-                    mixup_prob=0.0, cutmix_prob=0.0, mix_alpha=1.0)
+                    brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, color_order="random", resample="torchvision")
 
 AUGMENT_PRESETS = {
     "none": {},
     "basic": dict(crop_pad=4, flip=True),
-    # the authors' code: crop, flip, RandomRotation(15), ColorJitter(0.1, 0.1, 0.1, 0.02), RandomPerspective(0.1), mixing
+    # the authors' code: crop, flip, RandomRotation(15), ColorJitter(0.1, 0.1, 0.1, 0.02), RandomPerspective(0.1)
     "advanced": dict(crop_pad=4, flip=True, rotate=15.0, perspective=0.1, perspective_p=0.5,
-                     brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02, mixup_prob=0.3, cutmix_prob=0.3, mix_alpha=1.0),
+                     brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02),
     # this study's earlier pipeline: stronger colour and perspective, one bilinear resampling, reflected borders
     "advanced_reflect": dict(crop_pad=4, flip=True, rotate=15.0, perspective=0.2, perspective_p=0.5, brightness=0.2, contrast=0.2,
-                             saturation=0.2, hue=0.1, color_order="fixed", resample="single", mixup_prob=0.3, cutmix_prob=0.3,
-                             mix_alpha=1.0),
+                             saturation=0.2, hue=0.1, color_order="fixed", resample="single"),
 }
 
 def _check_config(c: dict):
     "Raise ValueError naming the first out-of-range augmentation setting."
     def need(ok, name, rule):
         if not ok: raise ValueError(f"augment setting {name}={c[name]!r} is invalid: must be {rule}")
-    need(isinstance(c["crop_pad"], int) and not isinstance(c["crop_pad"], bool) and 0 <= c["crop_pad"] < 16, "crop_pad", "an int in [0, 16)")
+    need(is_int(c["crop_pad"]) and 0 <= c["crop_pad"] < 16, "crop_pad", "an int in [0, 16)")
     need(isinstance(c["flip"], bool), "flip", "True or False")
     need(0 <= c["rotate"] <= 180, "rotate", "in [0, 180] degrees")
     need(0 <= c["perspective"] < 1, "perspective", "in [0, 1)")
-    for k in ("perspective_p", "mixup_prob", "cutmix_prob"): need(0 <= c[k] <= 1, k, "a probability in [0, 1]")
+    need(0 <= c["perspective_p"] <= 1, "perspective_p", "a probability in [0, 1]")
     for k in ("brightness", "contrast", "saturation"): need(c[k] >= 0, k, ">= 0")
     need(0 <= c["hue"] <= 0.5, "hue", "in [0, 0.5]")
-    need(c["mix_alpha"] > 0, "mix_alpha", "> 0")
     need(c["resample"] in ("torchvision", "single"), "resample", "'torchvision' (step by step, as the authors) or 'single'")
     need(c["color_order"] in ("random", "fixed"), "color_order", "'random' (per image, as ColorJitter) or 'fixed'")
-    need(c["mixup_prob"] + c["cutmix_prob"] <= 1, "cutmix_prob", "at most 1 - mixup_prob (one draw decides between them)")
 
 # %% ../nbs/03_augment.ipynb #fe0f964a
 class Augment:
@@ -297,11 +295,6 @@ class Augment:
         "Augment a batch (uint8 or float in [0, 1], B x 3 x H x W, any device), every image with its own parameters; float out."
         return self.apply(x, self.draw(len(x), tuple(x.shape[-2:]), generator))
 
-    def mix(self, x: torch.Tensor, targets: torch.Tensor, generator: torch.Generator | None = None):
-        "Mixup / CutMix with this config's probabilities (see `mix_batch`)."
-        c = self.config
-        return mix_batch(x, targets, c["mixup_prob"], c["cutmix_prob"], c["mix_alpha"], generator)
-
     def __repr__(self):
         diff = {k: v for k, v in self.config.items() if v != _AUGMENT_OFF[k]}
         return f"Augment({self.name!r}: " + ", ".join(f"{k}={v}" for k, v in diff.items()) + ")"
@@ -332,6 +325,14 @@ def soft_targets(y: torch.Tensor, num_classes: int, label_smoothing: float = 0.0
     if len(y) and y.device.type == "cpu" and (int(y.min()) < 0 or int(y.max()) >= num_classes):  # on a GPU, one_hot asserts
         raise ValueError(f"labels must be in [0, {num_classes}), got range [{int(y.min())}, {int(y.max())}]")
     return F.one_hot(y.long(), num_classes).float() * (1 - label_smoothing) + label_smoothing / num_classes
+
+# %% ../nbs/03_augment.ipynb #00ee5523
+def check_mix_probs(mixup_prob: float, cutmix_prob: float):
+    "Raise a `ValueError` unless Mixup's and CutMix's probabilities are in [0, 1] with a sum of at most 1 (one draw decides between them)."
+    for name, v in (("mixup_prob", mixup_prob), ("cutmix_prob", cutmix_prob)):
+        if not 0 <= v <= 1: raise ValueError(f"{name}={v!r}: must be a probability in [0, 1]")
+    if mixup_prob + cutmix_prob > 1:
+        raise ValueError(f"mixup_prob + cutmix_prob = {mixup_prob + cutmix_prob:g}: must be at most 1 (one draw per batch decides between them)")
 
 # %% ../nbs/03_augment.ipynb #d51e310a
 def _beta(alpha: float, generator=None) -> float:
@@ -375,8 +376,7 @@ def mix_batch(x: torch.Tensor,  # float images (B, C, H, W)
     if targets.dim() != 2 or not targets.is_floating_point():
         raise ValueError(f"targets must be float soft targets (B, num_classes); got {tuple(targets.shape)} {targets.dtype}. "
                          "Convert class indices with soft_targets(y, num_classes)")
-    if not (0 <= mixup_prob <= 1 and 0 <= cutmix_prob <= 1 and mixup_prob + cutmix_prob <= 1):
-        raise ValueError(f"mixup_prob and cutmix_prob must be probabilities with a sum <= 1, got {mixup_prob}, {cutmix_prob}")
+    check_mix_probs(mixup_prob, cutmix_prob)
     if alpha <= 0: raise ValueError(f"alpha must be > 0, got {alpha}")
     u = float(_rand(1, generator=generator))
     if u >= mixup_prob + cutmix_prob: return x, targets

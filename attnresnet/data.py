@@ -8,11 +8,12 @@ import glob, hashlib, math, os, tempfile, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
 import torch
+from .helpers import atomic_save, is_int, is_number
 
 # %% auto #0
 __all__ = ['PKG_DIR', 'REPO_DIR', 'CIFAR10_MEAN', 'CIFAR10_STD', 'offline_cifar10', 'default_cache_dir', 'make_standin_dataset',
-           'ImageSet', 'decode_files', 'data_fingerprint', 'atomic_save', 'load_images', 'split_train_val',
-           'stratified_subset', 'channel_stats', 'Splits', 'load_splits', 'DeviceLoader']
+           'ImageSet', 'decode_files', 'data_fingerprint', 'load_images', 'split_train_val', 'stratified_subset',
+           'channel_stats', 'Splits', 'load_splits', 'DeviceLoader']
 
 # %% ../nbs/02_data.ipynb #6c7a6865
 PKG_DIR = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd().resolve().parent / "attnresnet"
@@ -141,17 +142,6 @@ def data_fingerprint(root: str | os.PathLike) -> str:
     return _files_fingerprint(root, _folder_files(root / "train", classes), _folder_files(root / "test", classes), len(classes))
 
 # %% ../nbs/02_data.ipynb #34af149c
-def atomic_save(obj, path: Path):
-    "torch.save to a temporary file in the same folder, then os.replace it into place."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp): os.remove(tmp)
-
 _CACHE_KEYS = {"train_x", "train_y", "test_x", "test_y", "classes", "fingerprint"}
 
 def _cache_problem(d, classes=None, train_y=None, test_y=None, fingerprint=None) -> str | None:
@@ -198,7 +188,7 @@ def _clean_cache_dir(cache_dir: Path, keep: Path, stale: str, tmp_age_s: float =
         if p != keep:
             try: p.unlink()
             except OSError: pass  # gone already, or not ours to delete
-    for p in cache_dir.glob("cache-*.tmp"):
+    for p in cache_dir.glob(".cache-*.tmp"):
         try:
             if now - p.stat().st_mtime > tmp_age_s: p.unlink()
         except OSError: pass
@@ -266,7 +256,7 @@ def load_images(data: str | os.PathLike = "cifar10",  # "cifar10" (torchvision) 
 
 # %% ../nbs/02_data.ipynb #ed173876
 def _check_fraction(val_fraction):
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
+    if not is_number(val_fraction) or not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}")
 
 def split_train_val(labels: torch.Tensor,  # int64 class labels of the full training set
@@ -345,20 +335,23 @@ def load_splits(data: str | os.PathLike = "cifar10",  # "cifar10" or an image-fo
                 val_fraction: float = 0.1,  # share of each training class held out for validation (paper: 10%)
                 train_subset: int = 0,  # >0: keep a seeded stratified subset of this many training images (CPU runs, tests)
                 seed: int = 0,  # seeds the validation split and the subset
+                full_validation: bool = False,  # with train_subset: validate on every held-out image, not a proportional share
                 cache_dir: str | os.PathLike | None = None,  # see `load_images`
                 download: bool = True,  # see `load_images`
                ) -> Splits:
     "Load images and split them into train/val/test with normalisation statistics from the training split."
     _check_fraction(val_fraction)
-    if isinstance(train_subset, bool) or not isinstance(train_subset, int) or train_subset < 0:
+    if not is_int(train_subset) or train_subset < 0:
         raise ValueError(f"train_subset must be an int >= 0 (0 = all training images), got {train_subset!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int): raise ValueError(f"seed must be an int, got {seed!r}")
+    if not is_int(seed): raise ValueError(f"seed must be an int, got {seed!r}")
     s = load_images(data, cache_dir=cache_dir, download=download)
     tr, va = split_train_val(s.train_y, val_fraction, seed)
     if train_subset:
         if train_subset > len(tr):
             raise ValueError(f"train_subset={train_subset} exceeds the {len(tr)} training images left after validation")
         tr = tr[stratified_subset(s.train_y[tr], train_subset, seed)]
+        if not full_validation:  # the held-out share of a training set of this size
+            va = va[stratified_subset(s.train_y[va], min(len(va), round(train_subset * val_fraction / (1 - val_fraction))), seed)]
     if len(tr) == 0: raise ValueError("the training split is empty; lower val_fraction or use more data")
     train_x = s.train_x[tr]
     mean, std = channel_stats(train_x)
@@ -373,27 +366,33 @@ class DeviceLoader:
                  shuffle: bool = True,  # reshuffle every epoch (from the loader's own generator)
                  drop_last: bool = True,  # drop the last incomplete batch (keeps batch statistics even)
                  device=None,  # where batches live; None: where x already is
-                 seed: int = 0):  # seeds the loader's CPU generator
+                 seed: int = 0,  # seeds the loader's CPU generator
+                 rank: int = 0,  # this process's share of every batch (distributed training)
+                 world_size: int = 1):  # processes that share each batch: a global batch is batch_size * world_size
         if len(x) != len(y): raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        if not is_int(batch_size) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         self.device = torch.device(device) if device is not None else x.device
         self.x, self.y = x.to(self.device), y.to(self.device)
+        if not (is_int(world_size) and world_size >= 1 and is_int(rank) and 0 <= rank < world_size):
+            raise ValueError(f"rank={rank!r}, world_size={world_size!r}: need 0 <= rank < world_size")
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.rank, self.world_size = rank, world_size
         self.generator = torch.Generator().manual_seed(seed)
         self.epochs = 0  # permutations drawn so far
 
     def __len__(self):
-        n = len(self.x)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        n, g = len(self.x), self.batch_size * self.world_size  # images per global batch
+        return n // g if self.drop_last else math.ceil(n / g)
 
     def __iter__(self):
         n = len(self.x)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         order = order.to(self.device)
         self.epochs += 1
-        for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+        g = self.batch_size * self.world_size
+        for i in range(len(self)):  # every process draws the same permutation and takes every world_size-th image of a global batch
+            idx = order[i * g:(i + 1) * g][self.rank::self.world_size]
             yield self.x[idx], self.y[idx]
 
     def state_dict(self) -> dict:
@@ -405,5 +404,6 @@ class DeviceLoader:
         self.generator.set_state(state["generator"]); self.epochs = state["epochs"]
 
     def __repr__(self):
+        shard = f", rank {self.rank} of {self.world_size}" if self.world_size > 1 else ""
         return (f"DeviceLoader({len(self.x):,} images on {self.device}, batch_size={self.batch_size}, {len(self)} batches, "
-                f"shuffle={self.shuffle}, drop_last={self.drop_last})")
+                f"shuffle={self.shuffle}, drop_last={self.drop_last}{shard})")

@@ -11,11 +11,12 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from .attention import DualAttention, SEBlock
+from .helpers import check_positive_int, check_probability, markdown_table
 
 # %% auto #0
-__all__ = ['TABLE1_HEADERS', 'PARAMETER_BUDGET', 'MODELS', 'conv_bn', 'ResidualBlock', 'check_positive_int', 'AttentionResNet',
-           'EnhancedEfficientResNet', 'count_parameters', 'architecture_table', 'markdown_table', 'module_names',
-           'ablation_parameter_table', 'SEResNet', 'WideBlock', 'WideResNet', 'build_model']
+__all__ = ['PAPER_WIDTH', 'TABLE1_HEADERS', 'PARAMETER_BUDGET', 'MODELS', 'conv_bn', 'ResidualBlock', 'AttentionResNet',
+           'EnhancedEfficientResNet', 'count_parameters', 'architecture_table', 'module_names',
+           'ablation_parameter_table', 'SEResNet', 'WideBlock', 'check_wrn_depth', 'WideResNet', 'build_model']
 
 # %% ../nbs/01_models.ipynb #c53a6e58
 def conv_bn(cin: int, cout: int, kernel_size: int = 3, stride: int = 1) -> nn.Sequential:
@@ -37,25 +38,18 @@ class ResidualBlock(nn.Module):
         return F.relu(self.attention(out) + self.shortcut(x), inplace=True)
 
 # %% ../nbs/01_models.ipynb #a22d3b73
-def check_positive_int(name: str, value):
-    "Raise a `ValueError` naming the parameter `name` unless `value` is an int of at least 1 (bools excluded)."
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r}: expected a positive integer")
-
-def _check_dropout(dropout):
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise ValueError(f"dropout={dropout!r}: expected a probability in [0, 1)")
+PAPER_WIDTH = 31  # the stem's channels in the paper's network (Table 1); the stages have 2, 4, 8 and 8 times as many
 
 class AttentionResNet(nn.Module):
     "The backbone of Table 1 with any attention factory in its blocks."
     stage_multipliers, stage_strides = (2, 4, 8, 8), (1, 2, 2, 1)
-    def __init__(self, num_classes: int = 10, width: int = 31, dropout: float = 0.3,
+    def __init__(self, num_classes: int = 10, width: int = PAPER_WIDTH, dropout: float = 0.3,
                  attention: Callable[[int], nn.Module] | None = None, # factory `channels -> module`, per block
                  blocks_per_stage: int = 2, in_channels: int = 3):
         super().__init__()
         for name, v in [("num_classes", num_classes), ("width", width), ("blocks_per_stage", blocks_per_stage),
                         ("in_channels", in_channels)]: check_positive_int(name, v)
-        _check_dropout(dropout)
+        check_probability("dropout", dropout)
         self.stem = nn.Sequential(conv_bn(in_channels, width), nn.ReLU(inplace=True))
         stages, cin = [], width
         for mult, stride in zip(self.stage_multipliers, self.stage_strides):
@@ -120,14 +114,6 @@ def architecture_table(model: AttentionResNet, image_size: int = 32) -> list[dic
                          blocks=len(m) if name.startswith("Stage") else "-", parameters=count_parameters(m)))
     return rows
 
-def markdown_table(rows: list[dict], headers: dict | None = None) -> str:
-    "Render a list of dicts as a GitHub-markdown table (`headers` maps keys to column titles)."
-    keys = list(headers or rows[0])
-    titles = [headers[k] for k in keys] if headers else keys
-    fmt = lambda v: f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
-    lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(keys)]
-    return "\n".join(lines + ["| " + " | ".join(fmt(r[k]) for k in keys) + " |" for r in rows])
-
 TABLE1_HEADERS = dict(layer="Layer", output_size="Output Size", channels="# Channels", blocks="# Blocks",
                       parameters="Parameters")
 
@@ -150,7 +136,7 @@ def ablation_parameter_table(claims: dict[str, tuple[dict, str]]) -> list[dict]:
 # %% ../nbs/01_models.ipynb #2361834a
 class SEResNet(AttentionResNet):
     "Table 1's backbone with a squeeze-and-excitation gate in every block (section 2.3.2)."
-    def __init__(self, num_classes: int = 10, width: int = 31, dropout: float = 0.3, reduction: int = 16,
+    def __init__(self, num_classes: int = 10, width: int = PAPER_WIDTH, dropout: float = 0.3, reduction: int = 16,
                  hidden_rule: str = "public", blocks_per_stage: int = 2, in_channels: int = 3):
         super().__init__(num_classes, width, dropout, partial(SEBlock, reduction=reduction, hidden_rule=hidden_rule),
                          blocks_per_stage, in_channels)
@@ -171,20 +157,24 @@ class WideBlock(nn.Module):
         y = self.conv2(self.dropout(F.relu(self.bn2(y))))
         return y + (self.shortcut(o) if self.shortcut is not None else x)
 
+def check_wrn_depth(depth: int):
+    "Raise a `ValueError` unless `depth` is a WideResNet depth, 6n + 4 with n >= 1."
+    check_positive_int("depth", depth)
+    if (depth - 4) % 6 or depth < 10: raise ValueError(f"depth={depth}: a WideResNet needs depth = 6n + 4 (10, 16, 22, 28, ...)")
+
 class WideResNet(nn.Module):
     "WRN-`depth`-`widen_factor` for 32x32 images (Zagoruyko & Komodakis, 2016)."
-    def __init__(self, num_classes: int = 10, depth: int = 16, widen_factor: int = 4, dropout: float = 0.0,
+    def __init__(self, num_classes: int = 10, depth: int = 16, widen_factor: int = 4, block_dropout: float = 0.0,
                  in_channels: int = 3):
         super().__init__()
-        for name, v in [("num_classes", num_classes), ("depth", depth), ("widen_factor", widen_factor)]:
-            check_positive_int(name, v)
-        _check_dropout(dropout)
-        if (depth - 4) % 6 or depth < 10: raise ValueError(f"depth={depth}: a WideResNet needs depth = 6n + 4 (10, 16, 22, 28, ...)")
+        for name, v in [("num_classes", num_classes), ("widen_factor", widen_factor)]: check_positive_int(name, v)
+        check_wrn_depth(depth)
+        check_probability("block_dropout", block_dropout)
         n, widths = (depth - 4) // 6, [16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         self.stem = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
         groups, cin = [], 16
         for w, stride in zip(widths, (1, 2, 2)):
-            groups.append(nn.Sequential(*[WideBlock(cin if i == 0 else w, w, stride if i == 0 else 1, dropout) for i in range(n)]))
+            groups.append(nn.Sequential(*[WideBlock(cin if i == 0 else w, w, stride if i == 0 else 1, block_dropout) for i in range(n)]))
             cin = w
         self.stages = nn.Sequential(*groups)
         self.head = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten())

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """What a reader sees: executed notebooks opened in JupyterLab in a real, headless browser.
 
-    python scripts/browser_check.py OUT [--notebooks 00_attention 06_figures train] [--executed NB.ipynb ...]
+    python scripts/browser_check.py OUT [--notebooks 00_attention 08_figures train] [--executed NB.ipynb ...]
 
 1. Executes the notebooks with papermill into a temporary folder (never into nbs/): `nbs/<name>.ipynb` as it is,
    and `nbs/train.ipynb` with tiny parameters on a generated stand-in image folder. Kernels start without
@@ -21,8 +21,8 @@ import argparse, json, os, re, secrets, shutil, signal, socket, subprocess, sys,
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# At least this many images in each notebook (Figures 1-3 in 06_figures; the training curves in train).
-MIN_IMAGES = {"00_attention": 0, "06_figures": 3, "train": 1}
+# At least this many images in each notebook (Figures 1-3 in 08_figures; the training curves in train).
+MIN_IMAGES = {"00_attention": 0, "08_figures": 3, "train": 1}
 TRAIN_PARAMS = dict(width=4, epochs=1, batch_size=32, val_fraction=0.2, progress=False)
 JUPYTERLAB_SETTINGS = {  # every cell rendered (no windowing), no news or update pop-ups
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
@@ -55,7 +55,7 @@ def execute(names: list[str], work: Path) -> dict[str, Path]:
         for name in names:
             params = {}
             if name == "train":
-                from attnresnet.train import make_standin_dataset
+                from attnresnet.data import make_standin_dataset
                 standin = make_standin_dataset(work / "standin", per_class=20, test_per_class=5)
                 params = dict(data=str(standin), run_dir=str(work / "run"), **TRAIN_PARAMS)
             out[name] = work / f"{name}.ipynb"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from attnresnet.train import read_history, plot_history  # noqa: E402
-from attnresnet.figures import save_figure  # noqa: E402
+from attnresnet.runs import read_history  # noqa: E402
+from attnresnet.figures import plot_history, save_figure  # noqa: E402
 
 def card_and_date(results: Path) -> tuple[str, str]:
     "The GPU name (or 'cpu') and the UTC date of the run, from the env step's log."

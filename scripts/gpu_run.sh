@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One GPU quarter-hour -> one archive of results. Runs from a plain checkout on a bare GPU machine (python3 with torch,
-# torchvision, numpy, matplotlib, tqdm, pytest; no Jupyter, no network, package not installed: PYTHONPATH=.).
+# torchvision, numpy, matplotlib, tqdm, pytest; no Jupyter, no network, package not installed: PYTHONPATH=.;
+# fastcore comes as a wheel in .travel/).
 #
 #   bash scripts/gpu_run.sh OUT [--budget SECONDS] [--data FOLDER_OR_TAR_XZ] [--work DIR] [--steps LIST]
 #                               [--fast-budget SECONDS] [--fast-seeds N] [--smoke]
@@ -46,6 +47,12 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO" || exit 2
 PY=${PYTHON:-python3}
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+# fastcore (pure Python, no dependencies) is the one runtime package a bare GPU machine lacks: a wheel brought in
+# .travel/ (pip download fastcore --no-deps -d .travel) is importable as it is, from PYTHONPATH
+if ! ${PYTHON:-python3} -c "import fastcore" 2>/dev/null; then
+  for whl in "$REPO"/.travel/fastcore-*.whl; do [ -f "$whl" ] && export PYTHONPATH="$PYTHONPATH:$whl"; done
+  ${PYTHON:-python3} -c "import fastcore" 2>/dev/null || { echo "gpu_run.sh: fastcore is missing: pip install fastcore, or put its wheel in .travel/ (pip download fastcore --no-deps -d .travel)" >&2; exit 2; }
+fi
 [ -n "$BUDGET" ] || BUDGET=$([ $SMOKE = 1 ] && echo 300 || echo 420)
 [ -n "$FAST_BUDGET" ] || FAST_BUDGET=$([ $SMOKE = 1 ] && echo 8 || echo 120)
 [ -n "$FAST_SEEDS" ] || FAST_SEEDS=$([ $SMOKE = 1 ] && echo 1 || echo 3)

@@ -13,7 +13,7 @@ def standin_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def standin(standin_cache, tmp_path_factory) -> Path:
     "A small generated image folder in CIFAR layout (learnable in a few epochs)."
-    from attnresnet.train import make_standin_dataset
+    from attnresnet.data import make_standin_dataset
     os.environ["ATTNRESNET_CACHE"] = str(standin_cache)  # inherited by the subprocesses the tests start
     return make_standin_dataset(tmp_path_factory.mktemp("data") / "standin", per_class=30, test_per_class=10)
 

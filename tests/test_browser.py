@@ -1,4 +1,4 @@
-"""A real browser check: scripts/browser_check.py executes 00_attention, 06_figures and train.ipynb (tiny parameters),
+"""A real browser check: scripts/browser_check.py executes 00_attention, 08_figures and train.ipynb (tiny parameters),
 opens them in JupyterLab in headless Chromium and checks that figures are decoded images and no cell shows an
 error. A hand-made broken notebook, opened in the same run, shows that the check catches both faults."""
 import base64, importlib.util, json, struct, subprocess, sys
@@ -38,7 +38,7 @@ def png_size(path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n", path
     return struct.unpack(">II", data[16:24])
 
-@pytest.mark.parametrize("name, min_images", [("00_attention", 0), ("06_figures", 7), ("train", 2)])
+@pytest.mark.parametrize("name, min_images", [("00_attention", 0), ("08_figures", 7), ("train", 2)])
 def test_notebooks_show_their_figures_and_no_error(checked, name, min_images):
     r, summary, shots = checked
     s = summary[name]

@@ -57,7 +57,7 @@ def test_site_settings(processed, project):
     assert "repo-branch: main" in nbdev_yml
     assert (project / "_proc" / "index.ipynb").exists()  # the site's home page
     sidebar = (project / "_proc" / "sidebar.yml").read_text()
-    assert all(n in sidebar for n in ("00_attention.ipynb", "06_figures.ipynb", "08_predict.ipynb"))
+    assert all(n in sidebar for n in ("00_attention.ipynb", "08_figures.ipynb", "10_predict.ipynb"))
 
 def _markdown(nb_path) -> list[str]:
     return ["".join(c["source"]).strip() for c in json.loads(Path(nb_path).read_text())["cells"] if c["cell_type"] == "markdown"]

@@ -101,7 +101,7 @@ def test_empty_class_folder_is_named_with_the_fix(tree):
 
 def test_leftover_temporary_files_are_cleaned_up(tree, tmp_path):
     (tmp_path / "cache").mkdir()
-    old, new = tmp_path / "cache" / "cache-standin.pt1.tmp", tmp_path / "cache" / "cache-standin.pt2.tmp"
+    old, new = tmp_path / "cache" / ".cache-standin.pt.1.aaaa.tmp", tmp_path / "cache" / ".cache-standin.pt.2.bbbb.tmp"
     old.write_bytes(b"half a cache"); new.write_bytes(b"maybe being written now")
     os.utime(old, (time.time() - 3600,) * 2)
     load_images(tree)
@@ -140,3 +140,132 @@ def test_torchvision_source_has_a_checked_fingerprint(tmp_path, monkeypatch):
         again = load_images("cifar10", cache_dir=tmp_path / "cache")
     assert torch.equal(again.train_x, first.train_x)
     assert load_splits("cifar10", val_fraction=0.5, cache_dir=tmp_path / "cache").fingerprint == first.fingerprint
+
+
+# run directories
+import json, signal, subprocess, sys
+from conftest import REPO, run_cli
+
+TINY = ["--width", "4", "--epochs", "2", "--batch-size", "4", "--val-fraction", "0.25", "--progress", "false"]
+
+
+class _Payload:
+    "An object whose unpickling would create a marker file: what a crafted checkpoint would carry."
+    def __init__(self, marker): self.marker = str(marker)
+    def __reduce__(self): return (Path.touch, (Path(self.marker),))
+
+
+@pytest.mark.parametrize("name", ["last", "best"])
+def test_planted_checkpoint_payload_does_not_run(tmp_path, name):
+    from attnresnet.runs import RunDir
+    marker, run = tmp_path / "pwned", RunDir(tmp_path / "run")
+    run.path.mkdir()
+    torch.save({"model": _Payload(marker)}, run.path / f"{name}.pt")
+    with pytest.raises(ValueError, match=f"{name}.pt cannot be read"):
+        run.load_checkpoint(name)
+    assert not marker.exists()
+    torch.load(run.path / f"{name}.pt", weights_only=False)  # the same file, loaded the unsafe way, does run it
+    assert marker.exists()
+
+
+def test_second_writer_is_refused_naming_the_holder(tree, tmp_path):
+    "A run in progress holds its run directory: a second run started on it fails at once, naming the holder."
+    run = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-m", "attnresnet.train", "--data", tree, "--run-dir", run, *TINY, "--epochs", "200"],
+                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (run / "last.pt").exists() and time.time() < deadline: time.sleep(0.2)
+        assert (run / ".lock").exists(), first.stderr.read() if first.poll() is not None else "no lock"
+        t0 = time.time()
+        second = run_cli("--data", tree, "--run-dir", run, *TINY, "--epochs", "200", timeout=120)
+        assert second.returncode != 0 and f"is in use by process {first.pid}" in second.stderr, second.stderr[-2000:]
+        assert time.time() - t0 < 60
+    finally:
+        first.send_signal(signal.SIGKILL); first.wait()
+    # the killed holder's lock is stale: a rerun takes it over and resumes
+    done = run_cli("--data", tree, "--run-dir", run, *TINY, "--epochs", "3", timeout=300)
+    assert "other parameters" in done.stderr or done.returncode == 0  # epochs differ: refused by name, not by the lock
+    assert "in use by process" not in done.stderr
+
+
+def test_resume_on_changed_data_is_refused(tree, tmp_path):
+    from attnresnet.train import Trainer
+    from attnresnet.config import make_config
+    from attnresnet.runs import RunDir
+    c = make_config(data=str(tree), width=4, epochs=3, batch_size=4, val_fraction=0.25, run_dir=str(tmp_path / "run"), progress=False)
+    tr = Trainer(c, run=RunDir(c.run_dir)); tr.resume(); tr.run_epoch()  # killed after one epoch
+    shutil.copy(tree / "train" / "class0" / "0000.png", tree / "train" / "class0" / "9999.png")  # an image added
+    with pytest.raises(ValueError, match="was started on other data"):
+        Trainer(c, run=RunDir(c.run_dir)).resume()
+
+
+def test_misspelt_papermill_parameter_fails_at_once(tmp_path):
+    papermill = pytest.importorskip("papermill")
+    t0 = time.time()
+    with pytest.raises(papermill.PapermillExecutionError, match="did you mean 'epochs'"):
+        papermill.execute_notebook(str(REPO / "nbs" / "train.ipynb"), str(tmp_path / "out.ipynb"),
+                                   parameters=dict(epoch=1, run_dir=str(tmp_path / "run")), kernel_name="python3",
+                                   cwd=str(REPO), progress_bar=False)
+    assert not (tmp_path / "run").exists() and time.time() - t0 < 120
+
+
+@pytest.mark.parametrize("flag, value", [("--lr", "nan"), ("--lr", "inf"), ("--dropout", "nan")])
+def test_non_finite_numbers_are_refused(tmp_path, flag, value):
+    r = run_cli(flag, value, "--run-dir", tmp_path / "run", timeout=120)
+    assert r.returncode == 2 and ("must be a finite number" in r.stderr or "must be in [0, 1)" in r.stderr), r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_from_another_folder_resumes_that_run(tree, tmp_path):
+    run = tmp_path / "run"
+    first = run_cli("--data", tree, "--run-dir", run, *TINY, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    elsewhere = tmp_path / "elsewhere"; elsewhere.mkdir()
+    r = subprocess.run([sys.executable, "-m", "attnresnet.train", "--config", os.path.relpath(run / "config.json", elsewhere)],
+                       cwd=elsewhere, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1])["test_acc"] == json.loads((run / "metrics.json").read_text())["test_acc"]
+    assert not (elsewhere / "runs").exists()  # it found the finished run; it did not start a new one in ./runs
+
+
+@pytest.mark.parametrize("name", ["config.json", "metrics.json", "last.pt"])
+def test_truncated_run_files_name_the_file_and_the_fix(tree, tmp_path, name):
+    run = tmp_path / "run"
+    assert run_cli("--data", tree, "--run-dir", run, *TINY, timeout=300).returncode == 0
+    if name == "last.pt": (run / "metrics.json").unlink()  # an unfinished run resumes from last.pt
+    (run / name).write_bytes((run / name).read_bytes()[:40])
+    r = run_cli("--data", tree, "--run-dir", run, *TINY, timeout=300)
+    assert r.returncode != 0 and f"{name} cannot be read" in r.stderr, r.stderr[-2000:]
+    assert "delete" in r.stderr.splitlines()[-1]
+
+
+def test_full_disk_names_the_file(tmp_path):
+    "A write that fails as on a full disk names the file and the fix, and leaves the previous version."
+    from attnresnet.helpers import replace_atomic
+    (tmp_path / "metrics.json").write_text("previous")
+    def full(tmp): Path(tmp).write_text("par"); raise OSError(28, "No space left on device")
+    with pytest.raises(OSError, match=r"could not write .*metrics\.json.*Free disk space"):
+        replace_atomic(tmp_path / "metrics.json", full)
+    assert (tmp_path / "metrics.json").read_text() == "previous" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_failed_report_leaves_the_previous_figures(tmp_path):
+    from attnresnet.helpers import staging_dir, replace_dir
+    figures = tmp_path / "figures"; figures.mkdir(); (figures / "fig1.png").write_text("old run")
+    stage = staging_dir(figures)
+    (stage / "fig1.png").write_text("new run")
+    # the report fails here: the folder still holds the old set, whole
+    assert (figures / "fig1.png").read_text() == "old run"
+    (stage / "fig2.png").write_text("new run"); replace_dir(stage, figures)
+    assert {p.read_text() for p in figures.iterdir()} == {"new run"}
+
+
+def test_long_run_does_not_fall_back_to_the_cpu_silently(tree, tmp_path):
+    "device='auto' without a GPU refuses a run of many hours, with its estimate; device='cpu' is the way to insist."
+    if torch.cuda.is_available(): pytest.skip("a GPU is visible: device='auto' uses it")
+    r = run_cli("--data", tree, "--run-dir", tmp_path / "run", "--epochs", "200000", "--batch-size", "4", timeout=300)
+    assert r.returncode == 1 and "found no GPU" in r.stderr and "hours on this CPU" in r.stderr, r.stderr[-2000:]
+    assert "device='cpu'" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "run" / "last.pt").exists()

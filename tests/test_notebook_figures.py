@@ -1,4 +1,4 @@
-"""Figures show as images when a kernel executes 06_figures.ipynb (JupyterLab, papermill and HTML exports all
+"""Figures show as images when a kernel executes 08_figures.ipynb (JupyterLab, papermill and HTML exports all
 read the cell outputs), whichever matplotlib backend the kernel starts with."""
 import base64, os, struct
 import pytest
@@ -27,7 +27,7 @@ def execute(nb_path, env_backend):
 
 @pytest.mark.parametrize("backend", [None, "Agg"], ids=["inline-default", "MPLBACKEND=Agg"])
 def test_figures_display_as_images(backend):
-    nb = execute(REPO / "nbs" / "06_figures.ipynb", backend)
+    nb = execute(REPO / "nbs" / "08_figures.ipynb", backend)
     images, text_only = [], []
     for cell in nb.cells:
         if cell.cell_type != "code": continue

@@ -21,7 +21,7 @@ from nbdev.config import get_config
 from fastcore.nbio import nb2str
 
 CONFIG = REPO / "jupyter_server_config.py"
-NOTEBOOKS = ["00_attention.ipynb", "04_train.ipynb", "index.ipynb", "train.ipynb"]  # plain, large, markdown only, papermill tags
+NOTEBOOKS = ["00_attention.ipynb", "06_train.ipynb", "index.ipynb", "train.ipynb"]  # plain, large, markdown only, papermill tags
 
 
 @pytest.fixture(autouse=True)

@@ -26,6 +26,6 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, standin):
     assert resumed.returncode == 0, resumed.stderr
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (tmp_path / "ref", run))
     assert comparable(a) == comparable(b)
-    from attnresnet.train import read_history
+    from attnresnet.runs import read_history
     untimed = lambda d: [{k: v for k, v in r.items() if k not in ("images_per_s", "seconds")} for r in read_history(d)]
     assert untimed(tmp_path / "ref") == untimed(run)
