@@ -45,7 +45,7 @@ class ChannelAttention(nn.Module):
 
     def gate_values(self, x):
         "The per-channel gate, shape (B, C, 1, 1)."
-        pooled = [x.mean((2, 3), keepdim=True) if p == "avg" else x.amax((2, 3), keepdim=True) for p in self.pools]
+        pooled = [x.mean((2, 3), keepdim=True) if p == "avg" else F.adaptive_max_pool2d(x, 1) for p in self.pools]
         # one MLP call over the stacked descriptors: fewer kernels than one call per pool
         logits = self.mlp(torch.cat(pooled, 0)).chunk(len(pooled), 0)
         if self.gate == "paper": return torch.sigmoid(sum(logits))
