@@ -269,3 +269,23 @@ def test_long_run_does_not_fall_back_to_the_cpu_silently(tree, tmp_path):
     assert r.returncode == 1 and "found no GPU" in r.stderr and "hours on this CPU" in r.stderr, r.stderr[-2000:]
     assert "device='cpu'" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("nb", ["ablations", "report"])
+def test_papermill_jobs_check_the_names_they_declare(nb):
+    "The names each job checks injected parameters against are exactly its parameters cell's."
+    import ast
+    papermill = pytest.importorskip("papermill")
+    cells = json.loads((REPO / "nbs" / f"{nb}.ipynb").read_text())["cells"]
+    call = next("".join(c["source"]) for c in cells if "check_injected(globals(), _before," in "".join(c["source"]))
+    checked = ast.literal_eval(re.search(r"check_injected\(globals\(\), _before, (\(.*?\))\)", call).group(1))
+    assert list(checked) == list(papermill.inspect_notebook(str(REPO / "nbs" / f"{nb}.ipynb")))
+
+
+def test_report_refuses_a_misspelt_parameter(tmp_path):
+    papermill = pytest.importorskip("papermill")
+    with pytest.raises(papermill.PapermillExecutionError, match="did you mean 'figures_dir'"):
+        papermill.execute_notebook(str(REPO / "nbs" / "report.ipynb"), str(tmp_path / "out.ipynb"),
+                                   parameters=dict(figure_dir=str(tmp_path / "figs")), kernel_name="python3", cwd=str(tmp_path),
+                                   progress_bar=False)
+    assert not (tmp_path / "figs").exists()
