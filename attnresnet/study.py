@@ -143,6 +143,24 @@ def _stop(procs: list, grace: float = 5.0):
             except ProcessLookupError: pass
             p.wait()
 
+def _start(run: Run, gpu, runner: str, cwd: Path, die_with_us: list) -> tuple:
+    "Start one run in its own process group (on `gpu` if given); returns (process, stderr file, start time)."
+    env = dict(os.environ, **({"CUDA_VISIBLE_DEVICES": str(gpu)} if gpu is not None else {}))
+    if runner == "papermill": (cwd / run.run_dir).mkdir(parents=True, exist_ok=True)
+    err = tempfile.TemporaryFile()
+    argv = die_with_us + _argv(run, runner, sys.executable, str(REPO_DIR / "nbs" / "train.ipynb"))
+    p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    return p, err, time.perf_counter()
+
+def _finished(p, run: Run, gpu, err, t0: float, log) -> str | None:
+    "Log a finished run; returns the failure's message (None if it succeeded) and closes its stderr file."
+    try:
+        if p.returncode:
+            err.seek(0)
+            return f"run {run.run_dir} failed (exit {p.returncode}):\n{err.read()[-3000:].decode(errors='replace')}"
+        log(f"finished {run.run_dir} in {time.perf_counter() - t0:.0f}s" + (f" on GPU {gpu}" if gpu is not None else ""))
+    finally: err.close()
+
 def run_grid(runs: list[Run], runner: str = "papermill", gpus: list | None = None, cwd=None, log=print,
              grace: float = 5.0, poll: float = 0.5) -> list[Run]:
     "Run every unfinished run (one at a time, or one per GPU in `gpus`) from `cwd`; stopping the grid stops them. Returns the runs started."
@@ -152,7 +170,6 @@ def run_grid(runs: list[Run], runner: str = "papermill", gpus: list | None = Non
     if not todo: return []
     if runner not in RUNNERS: raise ValueError(f"runner={runner!r}: choose one of {list(RUNNERS)}")
     die_with_us = ["setpriv", "--pdeathsig", "TERM", "--"] if sys.platform == "linux" and shutil.which("setpriv") else []
-    notebook = str(REPO_DIR / "nbs" / "train.ipynb")
     queue, free, running, failed = list(todo), list(gpus or [None]), {}, []
     main = threading.current_thread() is threading.main_thread()
     old = signal.signal(signal.SIGTERM, _raise_terminated) if main else None
@@ -161,21 +178,13 @@ def run_grid(runs: list[Run], runner: str = "papermill", gpus: list | None = Non
             while queue or running:
                 while queue and free:
                     run, gpu = queue.pop(0), free.pop(0)
-                    env = dict(os.environ, **({"CUDA_VISIBLE_DEVICES": str(gpu)} if gpu is not None else {}))
-                    if runner == "papermill": (cwd / run.run_dir).mkdir(parents=True, exist_ok=True)
-                    err = tempfile.TemporaryFile()
-                    running[subprocess.Popen(die_with_us + _argv(run, runner, sys.executable, notebook), cwd=cwd, env=env,
-                                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                             start_new_session=True)] = (run, gpu, err, time.perf_counter())
+                    p, err, t0 = _start(run, gpu, runner, cwd, die_with_us)
+                    running[p] = (run, gpu, err, t0)
                 time.sleep(poll)
                 for p in [p for p in running if p.poll() is not None]:
                     run, gpu, err, t0 = running.pop(p)
                     free.append(gpu)
-                    if p.returncode:
-                        err.seek(0)
-                        failed.append(f"run {run.run_dir} failed (exit {p.returncode}):\n{err.read()[-3000:].decode(errors='replace')}")
-                    else: log(f"finished {run.run_dir} in {time.perf_counter() - t0:.0f}s" + (f" on GPU {gpu}" if gpu is not None else ""))
-                    err.close()
+                    if (msg := _finished(p, run, gpu, err, t0, log)) is not None: failed.append(msg)
         finally:
             if running: log(f"stopping {len(running)} unfinished run(s): {', '.join(str(r.run_dir) for r, *_ in running.values())}")
             _stop(list(running), grace)
