@@ -4,13 +4,16 @@
 
 # %% ../nbs/06_train.ipynb #3f720265
 from __future__ import annotations
-import argparse, copy, itertools, json, math, sys, time
-from dataclasses import fields
+import argparse, contextlib, copy, dataclasses, itertools, json, math, os, sys, time, warnings
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable
 import torch
 from torch import nn
 import torch.nn.functional as F
+import torch.distributed as tdist
+import torch.distributed.nn.functional as tdist_fn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, SWALR, get_ema_multi_avg_fn, update_bn
 from fastcore.basics import patch
 from .models import build_model, count_parameters
@@ -22,7 +25,8 @@ from .runs import RunDir, RunRefused, environment
 
 # %% auto #0
 __all__ = ['CPU_FALLBACK_HOURS', 'autocast', 'prepare_batch', 'ema_update', 'ema_decay_at', 'lr_factor', 'predict_views',
-           'predict', 'accuracy', 'classification_metrics', 'Trainer', 'paper_protocol', 'EpochLog', 'fit',
+           'predict', 'accuracy', 'classification_metrics', 'Distributed', 'ddp_backend', 'distributed', 'rank_batch',
+           'CPUSyncBatchNorm', 'sync_batchnorm', 'check_world_size', 'Trainer', 'paper_protocol', 'EpochLog', 'fit',
            'arg_parser', 'params_from_config', 'main']
 
 # %% ../nbs/06_train.ipynb #e7d22c93
@@ -107,12 +111,153 @@ def classification_metrics(probs: torch.Tensor, y: torch.Tensor, classes: list) 
                  for i, c in enumerate(classes)}
     return dict(accuracy=(tp.sum() / cm.sum()).item(), per_class=per_class, confusion_matrix=cm.tolist())
 
+# %% ../nbs/06_train.ipynb #ba363da1
+@dataclass(frozen=True)
+class Distributed:
+    "This process's place among the processes of one run (without torchrun: rank 0 of 1)."
+    rank: int = 0        # RANK: this process among all of the run's
+    world_size: int = 1  # WORLD_SIZE: the run's processes
+    local_rank: int = 0  # LOCAL_RANK: this process on its machine (the GPU it takes)
+    backend: str = ""    # "nccl" on GPUs, "gloo" on CPUs, "" for one process
+
+    @property
+    def active(self) -> bool: return self.world_size > 1
+    @property
+    def main(self) -> bool: return self.rank == 0
+    @property
+    def device(self) -> torch.device: return torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
+
+    @classmethod
+    def from_env(cls, env: dict | None = None) -> Distributed:
+        "The place torchrun gave this process in `env` (default: `os.environ`)."
+        env = os.environ if env is None else env
+        return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
+
+# %% ../nbs/06_train.ipynb #414d60e9
+@patch
+def broadcast(self: Distributed, obj):
+    "Rank 0's `obj` on every process (in one process, `obj`)."
+    if not self.active: return obj
+    box = [obj]
+    tdist.broadcast_object_list(box, src=0)
+    return box[0]
+
+@patch
+def gather(self: Distributed, obj) -> list:
+    "Every process's `obj`, in rank order (in one process, `[obj]`)."
+    if not self.active: return [obj]
+    out = [None] * self.world_size
+    tdist.all_gather_object(out, obj)
+    return out
+
+@patch
+def all_sum(self: Distributed, t: torch.Tensor) -> torch.Tensor:
+    "`t` summed over the processes, in place."
+    if self.active: tdist.all_reduce(t)
+    return t
+
+# %% ../nbs/06_train.ipynb #ca143d67
+def ddp_backend(device: str = "auto") -> str:
+    "The collective backend for a config's `device` under torchrun: NCCL on GPUs, gloo on CPUs."
+    if device not in ("auto", "cuda", "cpu"):
+        raise ValueError(f"device={device!r}: under torchrun each process takes the GPU of its LOCAL_RANK; use device='auto', 'cuda' or 'cpu'")
+    if device == "cuda" and not torch.cuda.is_available(): raise ValueError("device='cuda': no CUDA GPU is visible; use device='auto' or 'cpu'")
+    return "nccl" if device != "cpu" and torch.cuda.is_available() else "gloo"
+
+# %% ../nbs/06_train.ipynb #0c938543
+@contextlib.contextmanager
+def distributed(device: str = "auto", env: dict | None = None):
+    "Yield this process's `Distributed`, in the process group torchrun set up (joined here and left at the end; one process: none)."
+    d = Distributed.from_env(env)
+    if not d.active:
+        yield d
+        return
+    d = dataclasses.replace(d, backend=ddp_backend(device))
+    if d.backend == "nccl": torch.cuda.set_device(d.local_rank)
+    joined = not tdist.is_initialized()
+    if joined: tdist.init_process_group(d.backend, rank=d.rank, world_size=d.world_size)
+    try: yield d
+    finally:
+        if joined: tdist.destroy_process_group()
+
+# %% ../nbs/06_train.ipynb #a843e96c
+def rank_batch(c: TrainConfig, world_size: int = 1) -> tuple[int, int]:
+    "Images per process per step, and the factor on the learning rate, for `world_size` processes and `c.ddp_batch`."
+    if c.ddp_batch == "per_rank": return c.batch_size, world_size  # a global batch world_size times larger: linear scaling
+    if c.batch_size % world_size:
+        raise ValueError(f"batch_size={c.batch_size} cannot be split over {world_size} processes (ddp_batch='global'): "
+                         f"use a multiple of {world_size}, or ddp_batch='per_rank'")
+    return c.batch_size // world_size, 1
+
+# %% ../nbs/06_train.ipynb #e306fc12
+def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    "`t` summed over the processes, differentiably (the backward sums the gradients over them in turn)."
+    with warnings.catch_warnings():  # torch 2.9 calls this API deprecated in favour of a private one; it still works
+        warnings.simplefilter("ignore", FutureWarning)
+        return tdist_fn.all_reduce(t)
+
+class CPUSyncBatchNorm(nn.BatchNorm2d):
+    "`BatchNorm2d` whose training statistics are those of every process's share together (gloo on CPUs)."
+    def __init__(self, *args, reduce: Callable | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reduce = reduce  # sums a tensor over the processes; None: torch.distributed's differentiable all_reduce
+
+    @staticmethod
+    def sums(x: torch.Tensor) -> torch.Tensor:
+        "Per-channel sums and sums of squares of `x` (N, C, H, W) in float32, then its count per channel."
+        x = x.float()
+        return torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), x.new_full((1,), x.numel() // x.shape[1])])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        reduce = self.reduce or (_all_reduce_sum if tdist.is_initialized() and tdist.get_world_size() > 1 else None)
+        if not self.training or reduce is None: return super().forward(x)
+        k, shape = x.shape[1], (1, x.shape[1], 1, 1)
+        s = reduce(self.sums(x))
+        n = s[-1]
+        mean = s[:k] / n
+        var = (s[k:2 * k] / n - mean * mean).clamp(min=0)
+        self._track(mean.detach(), var.detach() * n / (n - 1))
+        y = (x.float() - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine: y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(x.dtype)
+
+    @torch.no_grad()
+    def _track(self, mean: torch.Tensor, unbiased_var: torch.Tensor):
+        if not self.track_running_stats: return
+        self.num_batches_tracked += 1
+        m = self.momentum if self.momentum is not None else 1 / self.num_batches_tracked.item()  # None: a cumulative average
+        self.running_mean.mul_(1 - m).add_(mean, alpha=m); self.running_var.mul_(1 - m).add_(unbiased_var, alpha=m)
+
+# %% ../nbs/06_train.ipynb #10eaef3d
+def _cpu_sync_bn(bn: nn.BatchNorm2d) -> CPUSyncBatchNorm:
+    new = CPUSyncBatchNorm(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+    for name, t in itertools.chain(bn.named_parameters(recurse=False), bn.named_buffers(recurse=False)): setattr(new, name, t)
+    return new.train(bn.training)
+
+def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    "`model` with batch statistics over every process: `nn.SyncBatchNorm` on GPUs, `CPUSyncBatchNorm` on CPUs (same tensors)."
+    if device.type == "cuda": return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    for name, child in model.named_children():
+        if type(child) is nn.BatchNorm2d: setattr(model, name, _cpu_sync_bn(child))
+        else: sync_batchnorm(child, device)
+    return model
+
+# %% ../nbs/06_train.ipynb #a3864c62
+def check_world_size(run: RunDir, world_size: int):
+    "Refuse to resume the run in `run` on another number of processes than its `config.json` records."
+    if not ((run.path / "last.pt").exists() and (run.path / "config.json").exists()): return
+    was = (run.read_json("config.json").get("distributed") or {}).get("world_size", 1)
+    if was != world_size:
+        how = f"torchrun --nproc-per-node {was}" if was > 1 else "one process (python -m attnresnet.train, no torchrun)"
+        raise RunRefused(f"{run.path} was trained by {was} process(es), and this launch has {world_size}: resuming would change "
+                         f"each process's share of the batches and its random numbers. Resume it with {how}, or use a new run_dir")
+
 # %% ../nbs/06_train.ipynb #09acab90
 class Trainer:
     "Model, optimiser, schedules, averages, data and random generators of one run, and every change to them."
-    def __init__(self, config: TrainConfig, splits=None, run: RunDir | None = None):
-        c, self.config, self.run = config, config, run
-        self.device = resolve_device(c.device)
+    def __init__(self, config: TrainConfig, splits=None, run: RunDir | None = None, dist: Distributed | None = None):
+        c, self.config, self.run, d = config, config, run, dist or Distributed()
+        self.dist, self.device = d, d.device if d.active else resolve_device(c.device)
         self.precision = resolve_precision(c.precision, self.device)
         torch.manual_seed(c.seed)
         s = self.splits = splits if splits is not None else load_splits(c.data, c.val_fraction, c.train_subset, c.seed, full_validation=c.full_validation)
@@ -120,12 +265,15 @@ class Trainer:
         self.mean, self.std = (torch.tensor(v, device=self.device) for v in self.normalization)
         self.model = build_model(c.model, **model_kwargs(c, num_classes=len(s.classes))).to(self.device)
         if c.channels_last: self.model = self.model.to(memory_format=torch.channels_last)
-        self.train_model = torch.compile(self.model) if c.compile else self.model
-        self.loader = DeviceLoader(s.train_x, s.train_y, c.batch_size, shuffle=True, drop_last=True, device=self.device, seed=c.seed)
+        if d.rank: torch.manual_seed(c.seed + 1000 * d.rank)  # dropout: each process its own stream (rank 0 keeps one process's)
+        self.batch, self.lr_scale = rank_batch(c, d.world_size)
+        self.loader = DeviceLoader(s.train_x, s.train_y, self.batch, shuffle=True, drop_last=True, device=self.device, seed=c.seed,
+                                   rank=d.rank, world_size=d.world_size)
         if len(self.loader) == 0: raise ValueError(f"batch_size={c.batch_size} is larger than the {len(s.train_x)} training images")
         self.augment = Augment(c.augment)
-        self.aug_generator = torch.Generator().manual_seed(c.seed + 1)
+        self.aug_generator = torch.Generator().manual_seed(c.seed + 1 + 1000 * d.rank)
         self._build_optimisation()
+        self.train_model = self._training_module()
         self.epoch, self.steps, self.history, self.best, self.elapsed = 0, 0, [], dict(val_acc=-1.0, epoch=0, weights="raw"), 0.0
 
 # %% ../nbs/06_train.ipynb #e5392ed1
@@ -133,16 +281,26 @@ class Trainer:
 def _build_optimisation(self: Trainer):
     "SGD, the learning-rate schedule (and SWA's), the fp16 loss scaler, the EMA and SWA averages."
     c = self.config
-    self.optimizer = torch.optim.SGD(self.model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
+    self.optimizer = torch.optim.SGD(self.model.parameters(), lr=c.lr * self.lr_scale, momentum=c.momentum, weight_decay=c.weight_decay,
                                      nesterov=c.nesterov)
     self.planned_epochs = c.epochs  # with a time budget, `plan_epochs` lowers it after the first epochs
     self.scheduler = torch.optim.lr_scheduler.LambdaLR(  # reads planned_epochs at every step
         self.optimizer, lambda step: lr_factor(step, len(self.loader), self.swa_epoch, c.lr_schedule, c.warmup_epochs))
-    self.swa_scheduler = SWALR(self.optimizer, swa_lr=c.swa_lr, anneal_epochs=1) if c.swa else None
+    self.swa_scheduler = SWALR(self.optimizer, swa_lr=c.swa_lr * self.lr_scale, anneal_epochs=1) if c.swa else None
     self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
     # averages are built from the uncompiled module, buffers (BN statistics) included
     self.ema = AveragedModel(self.model, use_buffers=True) if c.ema_decay > 0 else None  # updated by `ema_update`
     self.swa_model = AveragedModel(self.model) if c.swa else None
+
+@patch
+def _training_module(self: Trainer) -> nn.Module:
+    "What trains: under torchrun the model (with SyncBatchNorm when asked) in DistributedDataParallel; compiled when asked."
+    c, d = self.config, self.dist
+    module = self.model
+    if d.active:  # after the averages: they stay plain copies, which evaluate without the other processes
+        if c.sync_bn: module = self.model = sync_batchnorm(self.model, self.device)  # shares the parameters the optimiser holds
+        module = DistributedDataParallel(module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+    return torch.compile(module) if c.compile else module
 
 @patch(as_prop=True)
 def swa_epoch(self: Trainer) -> int:
@@ -184,6 +342,9 @@ def train_epoch(self: Trainer, progress=None) -> dict:
         if progress is not None: progress.update(1)
     if self.swa_model is not None and self.epoch >= self.swa_epoch:
         self.swa_model.update_parameters(self.model); self.swa_scheduler.step()
+    if self.dist.active:  # the epoch's numbers over every process: one all-reduce
+        sums = self.dist.all_sum(torch.stack([total, correct, torch.tensor(float(n_img), device=self.device)]))
+        total, correct, n_img = sums[0] / self.dist.world_size, sums[1], sums[2].item()
     train_loss, train_acc = (total / len(self.loader)).item(), (correct / n_img).item()  # waits for the GPU: once per epoch
     seconds = time.perf_counter() - t0
     return dict(train_loss=train_loss, train_acc=train_acc, lr=self.optimizer.param_groups[0]["lr"],
@@ -230,7 +391,7 @@ def plan_epochs(self: Trainer, epoch_seconds: float):
     "With a time budget: as many epochs as fit in what is left of `time_budget`, at `epoch_seconds` each (at most `epochs`)."
     c = self.config
     fit = self.epoch + math.floor((0.95 * c.time_budget - self.elapsed) / epoch_seconds)
-    self.planned_epochs = min(c.epochs, max(fit, self.epoch, math.ceil(c.warmup_epochs) + 1))
+    self.planned_epochs = self.dist.broadcast(min(c.epochs, max(fit, self.epoch, math.ceil(c.warmup_epochs) + 1)))  # rank 0's plan
 
 # %% ../nbs/06_train.ipynb #337ee342
 @patch(as_prop=True)
@@ -244,13 +405,15 @@ def run_epoch(self: Trainer, progress=None) -> dict:
     t0 = time.perf_counter()
     row = dict(epoch=self.epoch + 1, **self.train_epoch(progress))
     self.epoch += 1
-    row.update(self.validate())
+    row.update(self.dist.broadcast(self.validate() if self.dist.main else None))  # rank 0 validates for all
     self.history.append(row)
     self.keep_best(row)
     if self.run is not None: self.run.write_history(self.history)
     self.elapsed += time.perf_counter() - t0
     if self.config.time_budget and self.epoch <= 2: self.plan_epochs(time.perf_counter() - t0)  # the second epoch has no warm-up costs
-    if self.run is not None: self.run.save_checkpoint("last", self.state_dict())
+    if self.run is not None or self.dist.active:
+        state = self.state_dict()  # under DDP a collective: every process's random streams go to rank 0
+        if self.run is not None: self.run.save_checkpoint("last", state)
     return row
 
 # %% ../nbs/06_train.ipynb #f1579b5c
@@ -258,12 +421,14 @@ def run_epoch(self: Trainer, progress=None) -> dict:
 def state_dict(self: Trainer) -> dict:
     "Everything needed to continue this run exactly."
     optional = lambda m: m.state_dict() if m is not None else None
-    return dict(epoch=self.epoch, steps=self.steps, planned_epochs=self.planned_epochs, history=self.history, best=self.best,
+    s = dict(epoch=self.epoch, steps=self.steps, planned_epochs=self.planned_epochs, history=self.history, best=self.best,
                 elapsed=self.elapsed, model=self.model.state_dict(), ema=optional(self.ema), swa=optional(self.swa_model),
                 optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
                 swa_scheduler=optional(self.swa_scheduler), scaler=self.scaler.state_dict(), loader=self.loader.state_dict(),
                 aug_generator=self.aug_generator.get_state(), torch_rng=torch.get_rng_state(),
                 cuda_rng=torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None)
+    if self.dist.active: s["ranks"] = self.dist.gather({k: s[k] for k in ("aug_generator", "torch_rng", "cuda_rng")})
+    return s
 
 @patch
 def load_state_dict(self: Trainer, s: dict):
@@ -277,22 +442,28 @@ def load_state_dict(self: Trainer, s: dict):
     self.optimizer.load_state_dict(s["optimizer"]); self.scheduler.load_state_dict(s["scheduler"])
     if self.swa_scheduler is not None: self.swa_scheduler.load_state_dict(s["swa_scheduler"])
     self.scaler.load_state_dict(s["scaler"]); self.loader.load_state_dict(s["loader"])
-    self.aug_generator.set_state(s["aug_generator"]); torch.set_rng_state(s["torch_rng"])
-    if s["cuda_rng"] is not None and self.device.type == "cuda": torch.cuda.set_rng_state_all(s["cuda_rng"])
+    r = s["ranks"][self.dist.rank] if "ranks" in s else s  # under DDP, this process's own random streams
+    self.aug_generator.set_state(r["aug_generator"]); torch.set_rng_state(r["torch_rng"])
+    if r["cuda_rng"] is not None and self.device.type == "cuda": torch.cuda.set_rng_state_all(r["cuda_rng"])
 
 # %% ../nbs/06_train.ipynb #13ab1b6e
 @patch
-def resume(self: Trainer):
-    "Write the run's `config.json` and continue from its `last.pt`, if there is one."
+def resume(self: Trainer, run: RunDir | None = None):
+    "Write the run's `config.json` (rank 0) and continue from `run`'s `last.pt` (default: the trainer's), if there is one."
+    if self.run is not None: self._write_config()
+    state = (run or self.run).load_checkpoint("last", map_location="cpu" if self.dist.active else None)
+    if state is not None: self.load_state_dict(state)
+
+@patch
+def _write_config(self: Trainer):
     s, n, c = self.splits, self.normalization, self.config
     splits = dict(train=len(s.train_x), val=len(s.val_x), test=len(s.test_x))
     self.run.check_same_data(s.fingerprint, splits)
     data_path = str(Path(c.data).expanduser().resolve()) if c.data != "cifar10" else c.data
     self.run.write_config(c, environment=environment(self.device), data_source=s.source, data_fingerprint=s.fingerprint,
                           data_path=data_path, classes=list(s.classes), num_classes=len(s.classes), splits=splits,
-                          normalization=dict(mean=list(n[0]), std=list(n[1]), source=c.normalization), precision=self.precision)
-    state = self.run.load_checkpoint("last")
-    if state is not None: self.load_state_dict(state)
+                          normalization=dict(mean=list(n[0]), std=list(n[1]), source=c.normalization), precision=self.precision,
+                          distributed=dict(world_size=self.dist.world_size, backend=self.dist.backend or None))
 
 # %% ../nbs/06_train.ipynb #d93465ad
 CPU_FALLBACK_HOURS = 3.0  # longer runs need device="cpu" explicitly when device="auto" found no GPU
@@ -316,10 +487,11 @@ def check_cpu_fallback(self: Trainer):
     "Refuse a long run on the CPU that `device='auto'` chose for want of a GPU (estimated from measured steps)."
     c = self.config
     if c.device != "auto" or self.device.type != "cpu": return
-    hours = self.seconds_per_image() * len(self.loader) * c.batch_size * c.epochs / 3600
+    hours = self.seconds_per_image() * len(self.loader) * self.batch * c.epochs / 3600  # one process's share
     if c.time_budget: hours = min(hours, c.time_budget / 3600)
+    hours = self.dist.broadcast(hours)  # every process measured (SyncBatchNorm's collectives); rank 0 decides for all
     if hours > CPU_FALLBACK_HOURS:
-        raise RunRefused(f"device='auto' found no GPU, and this run ({c.epochs} epochs of {len(self.loader) * c.batch_size:,} "
+        raise RunRefused(f"device='auto' found no GPU, and this run ({c.epochs} epochs of {len(self.loader) * self.batch * self.dist.world_size:,} "
                            f"images) would take about {hours:,.0f} hours on this CPU (measured here). Make a GPU visible, or "
                            "pass device='cpu' to train on the CPU anyway")
 
@@ -362,6 +534,7 @@ def paper_protocol(history: list[dict]) -> dict | None:
 @patch
 def finish(self: Trainer) -> dict:
     "End the run: SWA's statistics, the chosen weights tested once; returns the metrics (and writes `metrics.json`)."
+    if not self.dist.main: return self.dist.broadcast(None)  # rank 0 tests; the others receive its numbers
     c, s, t0 = self.config, self.splits, time.perf_counter()
     weights, model = self.chosen(self._finish_swa())
     p, p_mirrored = self.probabilities(model, s.test_x, flips=True)
@@ -375,10 +548,10 @@ def finish(self: Trainer) -> dict:
         paper_protocol=paper_protocol(self.history),
         per_class=test["per_class"], confusion_matrix=test["confusion_matrix"], classes=list(s.classes),
         wall_time_s=self.elapsed + time.perf_counter() - t0, train_time_s=train_seconds,
-        images_per_s=len(self.loader) * c.batch_size * len(self.history) / max(train_seconds, 1e-9),
+        images_per_s=len(self.loader) * self.batch * self.dist.world_size * len(self.history) / max(train_seconds, 1e-9),
         device=str(self.device), device_name=device_name(self.device), precision=self.precision, completed=True)
     if self.run is not None: self.run.write_metrics(metrics)
-    return metrics
+    return self.dist.broadcast(metrics)
 
 # %% ../nbs/06_train.ipynb #f3de3b27
 def _epoch_line(row: dict, epochs: int, epoch_s: float) -> str:
@@ -393,14 +566,14 @@ class EpochLog:
     "Progress of `fit`'s epochs: tqdm bars in a terminal, else a line per epoch; TensorBoard scalars when asked for."
     def __init__(self, tr: Trainer): self.tr, self.bar, self.inner, self.board = tr, None, None, None
     def _tqdm(self, total, desc, leave=True):
-        if not (self.tr.config.progress and sys.stderr.isatty()): return None
+        if not (self.tr.dist.main and self.tr.config.progress and sys.stderr.isatty()): return None
         from tqdm import tqdm  # only in a terminal
         return tqdm(total=total, desc=desc, leave=leave, dynamic_ncols=True)
     def __enter__(self):
         c, tr = self.tr.config, self.tr
         self.bar = self._tqdm(tr.planned_epochs, f"{c.model} w{c.width}")
         if self.bar is not None: self.bar.update(tr.epoch)
-        if c.log == "tensorboard":
+        if c.log == "tensorboard" and tr.run is not None:
             from torch.utils.tensorboard import SummaryWriter  # optional package, checked by validate_config
             self.board = SummaryWriter(str(tr.run.path / "tensorboard"))
         return self
@@ -414,7 +587,7 @@ class EpochLog:
         if self.bar is not None:
             self.bar.total = tr.planned_epochs; self.bar.update(1)
             self.bar.set_postfix(loss=f"{row['train_loss']:.3f}", img_s=f"{row['images_per_s']:.0f}")
-        elif tr.config.progress: print(_epoch_line(row, tr.planned_epochs, tr.elapsed / tr.epoch), flush=True)
+        elif tr.config.progress and tr.dist.main: print(_epoch_line(row, tr.planned_epochs, tr.elapsed / tr.epoch), flush=True)
         if self.board is not None:
             for k, v in row.items():
                 if k != "epoch": self.board.add_scalar(k, v, row["epoch"])
@@ -425,16 +598,17 @@ class EpochLog:
 
 # %% ../nbs/06_train.ipynb #352df543
 def fit(config: TrainConfig | dict | None = None, on_epoch: Callable | None = None, splits=None, **overrides) -> dict:
-    "Train (or resume, or just report) the run `config` describes; returns its metrics."
+    "Train (or resume, or just report) the run `config` describes, in this process or in each process torchrun started; returns its metrics."
     c = make_config(config, **overrides)
     run = RunDir(c.run_dir)
     run.check_same(c)
     if run.finished: return run.read_json("metrics.json")
     check_data(c)
-    with run.lock():  # one writer per run directory
-        tr = Trainer(c, splits, run)
+    with distributed(c.device) as d, run.lock() if d.main else contextlib.nullcontext():  # one writer per run directory: rank 0
+        check_world_size(run, d.world_size)
+        tr = Trainer(c, splits, run if d.main else None, d)
         tr.check_cpu_fallback()
-        tr.resume()
+        tr.resume(run)
         with EpochLog(tr) as log:
             while not tr.done:
                 log(tr.run_epoch(log.batches()))
@@ -482,7 +656,7 @@ def main(argv: list[str] | None = None) -> dict:
     except ValueError as e: p.error(str(e))
     try: metrics = fit(config)
     except (RunRefused, ValueError) as e: p.exit(1, f"{p.prog}: {e}\n")  # a refused run or an unreadable file: the message says what to do
-    print(json.dumps({k: metrics[k] for k in ("best_val_acc", "best_epoch", "test_acc", "test_acc_tta", "parameters")}))
+    if Distributed.from_env().main: print(json.dumps({k: metrics[k] for k in ("best_val_acc", "best_epoch", "test_acc", "test_acc_tta", "parameters")}))
     return metrics
 
 # %% ../nbs/06_train.ipynb #78ab0fc2
