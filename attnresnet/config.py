@@ -71,7 +71,7 @@ class TrainConfig:
     ddp_batch: str = "global"        # under torchrun: "global" (batch_size is split over the processes) or "per_rank" (each takes batch_size; lr and swa_lr times their number)
     sync_bn: bool = False            # under torchrun: batch-norm statistics over every process's share of the batch (SyncBatchNorm); no effect in one process
     seed: int = 0
-    eval_batch_size: int = 1000
+    eval_batch_size: int = 250       # images per evaluation batch (250: fastest measured on a CPU, see `06_train`)
     run_dir: str = "runs/default"    # where config, history, metrics and checkpoints go
     progress: bool = True            # progress bars (a line per epoch when output is not a terminal or notebook)
     log: str = ""                    # "tensorboard": also write each epoch's numbers to run_dir/tensorboard (needs the tensorboard package)

@@ -72,7 +72,7 @@ def lr_factor(step: int, steps_per_epoch: int, epochs: int, schedule: str = "cos
     return 0.5 * (1 + math.cos(math.pi * progress)) if schedule.startswith("cosine") else 1.0 - progress
 
 # %% ../nbs/06_train.ipynb #57df17cb
-@torch.no_grad()
+@torch.inference_mode()
 def predict_views(model: nn.Module, x: torch.Tensor, mean, std, batch_size: int = 1000, flips: bool = False,
                   precision: str = "fp32", channels_last: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     "Class probabilities of `model` on uint8 images `x`, and with `flips` on the same images mirrored left-right (else None)."
