@@ -92,7 +92,7 @@ GRID = textwrap.dedent("""
     import signal, sys
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, whatever started this test
     from attnresnet.study import ablation_runs, run_grid
-    runs = ablation_runs(sys.argv[1], epochs=100000, data=sys.argv[2], base_width=4, batch_size=16, only="full")
+    runs = ablation_runs(sys.argv[1], epochs=100000, data=sys.argv[2], base_width=4, batch_size=16, only="full", device="cpu")  # a long run, on the CPU by name
     run_grid(runs, runner="python", grace=3)
 """)
 
@@ -141,7 +141,7 @@ def test_stopping_ablations_notebook_ends_its_run(tmp_path, tiny_data):
     "Killing `papermill nbs/ablations.ipynb` (SIGTERM) ends the training it started, two levels down (kernel, run)."
     pytest.importorskip("papermill")
     params = dict(runs_dir=tmp_path / "runs", data=tiny_data, epochs=100000, base_width=4, only="full", runner="python",
-                  batch_size=16)
+                  batch_size=16, device="cpu")  # a long run, on the CPU by name (device="auto" would refuse it here)
     job = subprocess.Popen([sys.executable, "-m", "papermill", "--log-level", "WARNING", str(REPO / "nbs" / "ablations.ipynb"),
                             str(tmp_path / "out.ipynb"), *(a for k, v in params.items() for a in ("-p", k, str(v)))],
                            cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
