@@ -6,7 +6,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 @pytest.mark.parametrize("precision, channels_last, compile", [
     ("bf16", True, None), ("bf16", True, "default"), ("bf16", False, "default"), ("fp32", True, "default")])
 def test_fast_path_computes_the_same_function(precision, channels_last, compile):
-    "Fast settings against eager fp32: bf16 rounding, no more (thresholds of nbs/07_bench); a failure names non-finite gradients."
+    "Fast settings against eager fp32: bf16 rounding, no more (thresholds of nbs/09_bench); a failure names non-finite gradients."
     from attnresnet.bench import Setting, fast_path_error
     err = fast_path_error(Setting(precision, channels_last, compile), "cuda", width=8, batch_size=32)
     assert not err["nonfinite_grads"], f"non-finite gradients in {err['nonfinite_grads']} ({err['output']=}, {err['loss']=})"

@@ -7,8 +7,7 @@ from conftest import REPO
 
 from attnresnet.study import ablation_runs, write_commands, collect_results
 
-try: from attnresnet.data import make_standin_dataset
-except ImportError: from attnresnet.train import make_standin_dataset
+from attnresnet.data import make_standin_dataset
 
 SBATCH = REPO / "scripts" / "slurm_grid.sbatch"
 
