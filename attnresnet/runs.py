@@ -16,7 +16,7 @@ from .models import build_model
 from .config import TrainConfig, make_config, model_kwargs, device_name
 
 # %% auto #0
-__all__ = ['environment', 'RunDir', 'RunRefused', 'RunLock', 'read_history', 'load_config', 'load_model']
+__all__ = ['environment', 'RunDir', 'RunRefused', 'RunLock', 'read_history', 'load_config', 'data_folder', 'load_model']
 
 # %% ../nbs/05_runs.ipynb #23dd7dbe
 def _git_commit() -> str:
@@ -178,6 +178,13 @@ def read_history(run_dir) -> list[dict]:
 def load_config(run_dir) -> TrainConfig:
     "The `TrainConfig` a run directory was made with (its `config.json` alone reruns it)."
     return make_config(RunDir(run_dir).read_json("config.json")["parameters"])
+
+# %% ../nbs/05_runs.ipynb #60eafe18
+def data_folder(record: dict) -> str:
+    "The data of a run's `config.json` record: its `data` as given when that exists from here, else the absolute path the run recorded."
+    data = record["parameters"].get("data", "cifar10")
+    if data == "cifar10" or Path(data).expanduser().is_dir(): return data
+    return record["data_path"] if Path(record.get("data_path", "")).is_dir() else data
 
 # %% ../nbs/05_runs.ipynb #a75c0aed
 def load_model(run_dir, checkpoint: str = "best", device="cpu") -> nn.Module:

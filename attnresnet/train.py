@@ -21,7 +21,7 @@ from .data import load_splits, DeviceLoader
 from .augment import Augment, mix_batch, normalize, soft_targets, to_float
 from .config import (TrainConfig, NORMALIZATIONS, make_config, check_data, model_kwargs, resolve_device,
                                resolve_precision, device_name)
-from .runs import RunDir, RunRefused, environment
+from .runs import RunDir, RunRefused, environment, data_folder
 
 # %% auto #0
 __all__ = ['CPU_FALLBACK_HOURS', 'autocast', 'prepare_batch', 'ema_update', 'ema_decay_at', 'lr_factor', 'predict_views',
@@ -639,9 +639,7 @@ def params_from_config(path) -> dict:
     record = RunDir(path.parent).read_json(path.name)
     params = dict(record["parameters"])
     if any((path.parent / f).exists() for f in ("history.csv", "last.pt", "metrics.json")): params["run_dir"] = str(path.parent)
-    data = params.get("data", "cifar10")
-    if data != "cifar10" and not Path(data).expanduser().is_dir() and Path(record.get("data_path", "")).is_dir():
-        params["data"] = record["data_path"]
+    params["data"] = data_folder(record)
     return params
 
 # %% ../nbs/06_train.ipynb #81a8e165
