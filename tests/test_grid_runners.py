@@ -110,6 +110,12 @@ def _alive(pid: int) -> bool:
     try: return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError: return False
 
+def _gone_within(pid: int, seconds: float) -> bool:
+    "Whether process `pid` has ended (or is a zombie) within `seconds`."
+    deadline = time.monotonic() + seconds
+    while _alive(pid) and time.monotonic() < deadline: time.sleep(0.1)
+    return not _alive(pid)
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT", "SIGKILL"])
 def test_stopping_the_grid_ends_its_runs(tmp_path, tiny_data, sig):
@@ -129,9 +135,7 @@ def test_stopping_the_grid_ends_its_runs(tmp_path, tiny_data, sig):
         assert _alive(child)
         grid.send_signal(getattr(signal, sig))
         grid.wait(timeout=20)
-        deadline = time.monotonic() + 10
-        while _alive(child) and time.monotonic() < deadline: time.sleep(0.1)
-        assert not _alive(child), f"the training child {child} outlived its grid ({sig})"
+        assert _gone_within(child, 10), f"the training child {child} outlived its grid ({sig})"
     finally:
         if grid.poll() is None: grid.kill()
 
@@ -156,8 +160,6 @@ def test_stopping_ablations_notebook_ends_its_run(tmp_path, tiny_data):
         assert train is not None, job.stderr.read() if job.poll() is not None else "no training process after 120 s"
         job.send_signal(signal.SIGTERM)
         job.wait(timeout=20)
-        deadline = time.monotonic() + 15
-        while _alive(train) and time.monotonic() < deadline: time.sleep(0.2)
-        assert not _alive(train), f"training process {train} outlived the killed ablations notebook"
+        assert _gone_within(train, 15), f"training process {train} outlived the killed ablations notebook"
     finally:
         if job.poll() is None: job.kill()
