@@ -19,19 +19,20 @@ from .models import MODELS, PAPER_WIDTH, build_model, count_parameters
 from .helpers import markdown_table
 # the trainer's own rules, so that the bare loop chooses, prepares and runs exactly what training does
 from .config import make_config, resolve_device, resolve_precision, device_name
-from .train import Trainer, autocast, ema_update, prepare_batch
+from .train import Trainer, autocast, ema_update, predict_views, prepare_batch
 
 # %% auto #0
-__all__ = ['SETTING_HEADERS', 'TRAINER_HEADERS', 'FLOP_HEADERS', 'AUGMENT_HEADERS', 'SECTION', 'AUGMENT_SECTION',
-           'flops_per_image', 'ModelFlops', 'flop_table', 'synchronize', 'peak_tflops', 'bf16_reason', 'measure_peaks',
-           'Setting', 'random_images', 'random_batch', 'prepare', 'bare_step', 'time_steps', 'eager_settings',
-           'compiled_settings', 'reset_peak_memory', 'peak_memory', 'SettingResult', 'measure_setting',
-           'faster_layouts', 'measure_settings', 'fast_path_error', 'trainer_splits', 'TrainerResult',
-           'measure_trainer', 'overhead_breakdown', 'busy_fraction', 'ProfileResult', 'profile_trainer',
-           'torchvision_pipeline', 'AugmentResult', 'time_batched_augment', 'time_torchvision_augment',
-           'measure_augment', 'load_average', 'report_header', 'format_peaks', 'setup_md', 'setting_row', 'trainer_md',
-           'profile_md', 'profile_text', 'flops_md', 'augment_md', 'append_report', 'trainer_sections', 'run_benchmark',
-           'run_augment_benchmark', 'pos', 'non_negative', 'arg_parser', 'main']
+__all__ = ['EVAL_BATCH_SIZES', 'EVAL_HEADERS', 'SETTING_HEADERS', 'TRAINER_HEADERS', 'FLOP_HEADERS', 'AUGMENT_HEADERS', 'SECTION',
+           'AUGMENT_SECTION', 'EVAL_SECTION', 'flops_per_image', 'ModelFlops', 'flop_table', 'synchronize',
+           'peak_tflops', 'bf16_reason', 'measure_peaks', 'Setting', 'random_images', 'random_batch', 'prepare',
+           'bare_step', 'time_steps', 'eager_settings', 'compiled_settings', 'reset_peak_memory', 'peak_memory',
+           'SettingResult', 'measure_setting', 'faster_layouts', 'measure_settings', 'fast_path_error',
+           'trainer_splits', 'TrainerResult', 'measure_trainer', 'overhead_breakdown', 'busy_fraction', 'ProfileResult',
+           'profile_trainer', 'torchvision_pipeline', 'AugmentResult', 'time_batched_augment',
+           'time_torchvision_augment', 'measure_augment', 'EvalResult', 'measure_evaluation', 'eval_md',
+           'run_eval_benchmark', 'load_average', 'report_header', 'format_peaks', 'setup_md', 'setting_row',
+           'trainer_md', 'profile_md', 'profile_text', 'flops_md', 'augment_md', 'append_report', 'trainer_sections',
+           'run_benchmark', 'run_augment_benchmark', 'pos', 'non_negative', 'arg_parser', 'main']
 
 # %% ../nbs/09_bench.ipynb #c2170253
 def flops_per_image(name: str = "attnresnet", # a model of `MODELS`
@@ -465,6 +466,57 @@ def measure_augment(n: int = 10_000, batch_size: int = 512, workers: int | None 
     if dev.type == "cuda": out.append(time_batched_augment(x8, dev, batch_size, seed=seed))
     return out + [time_torchvision_augment(x8, batch_size, workers)]
 
+# %% ../nbs/09_bench.ipynb #4e35b7d1
+@dataclass(frozen=True)
+class EvalResult:
+    "Images per second of evaluation (an image and its mirror image count as two) at one batch size."
+    batch_size: int
+    images_per_s: float
+    rates: tuple = ()  # every round's rate
+
+# %% ../nbs/09_bench.ipynb #71c39910
+EVAL_BATCH_SIZES = (64, 128, 250, 500, 1000)
+
+def measure_evaluation(device: torch.device | str = "cpu", width: int = 8, n: int = 10_000,
+                       batch_sizes: tuple = EVAL_BATCH_SIZES, rounds: int = 3, seed: int = 0) -> list[EvalResult]:
+    "Images/s of `predict_views` with flips (as the test pass) on `n` random images at each of `batch_sizes`."
+    dev = resolve_device(str(device))
+    x8, _ = random_images(n, seed=seed)
+    model = build_model("attnresnet", width=width).to(dev).eval()
+    precision = resolve_precision("auto", dev)
+    run = lambda bs: predict_views(model, x8, CIFAR10_MEAN, CIFAR10_STD, bs, True, precision, True)
+    run(batch_sizes[0]); synchronize(dev)  # warm-up: oneDNN/cuDNN plans, allocator
+    rates = {bs: [] for bs in batch_sizes}
+    for _ in range(rounds):
+        for bs in batch_sizes:
+            t0 = time.perf_counter(); run(bs); synchronize(dev)
+            rates[bs].append(2 * n / (time.perf_counter() - t0))
+    return [EvalResult(bs, statistics.median(r), tuple(r)) for bs, r in rates.items()]
+
+# %% ../nbs/09_bench.ipynb #dfaeb63b
+EVAL_HEADERS = dict(batch="eval_batch_size", rate="images/s", rel="vs fastest", spread="rounds (images/s)")
+
+def eval_md(results: list[EvalResult]) -> str:
+    "`measure_evaluation`'s result as a markdown table, each batch size against the fastest."
+    best = max(r.images_per_s for r in results)
+    return markdown_table([dict(batch=f"{r.batch_size:,}", rate=f"{r.images_per_s:,.0f}", rel=f"{r.images_per_s / best:.2f}x",
+                                spread=", ".join(f"{v:,.0f}" for v in r.rates)) for r in results], EVAL_HEADERS)
+
+# %% ../nbs/09_bench.ipynb #6b6e1bc2
+def run_eval_benchmark(device: str = "auto", width: int = 8, n: int = 10_000, batch_sizes: tuple = EVAL_BATCH_SIZES,
+                       rounds: int = 3, command: str = "", log=print) -> str:
+    "Time evaluation at each batch size (`measure_evaluation`) and return the markdown report."
+    dev = resolve_device(device)
+    load_before, t0 = load_average(), time.perf_counter()
+    log(f"evaluating {n:,} images and their mirror images at width {width}, device {device_name(dev)}, {load_before}")
+    results = measure_evaluation(dev, width, n, batch_sizes, rounds)
+    return "\n\n".join([
+        report_header(dev, command or "python -m attnresnet.bench --evaluate", load_before),
+        f"`predict_views` with flips (as a run's test pass) of the paper's network at width {width} on {n:,} random uint8 "
+        f"images 3x32x32 and their mirror images, {resolve_precision('auto', dev)}, channels_last, inference mode; "
+        f"median of {rounds} rounds over the batch sizes in turn:", eval_md(results),
+        f"Wall time {time.perf_counter() - t0:.0f} s; {load_average()} after the run."]) + "\n"
+
 # %% ../nbs/09_bench.ipynb #aa766579
 def load_average() -> str:
     "The 1/5/15-minute load averages and the CPU count, e.g. 'load 1.52 / 1.10 / 0.80 on 2 CPUs'."
@@ -565,6 +617,7 @@ def augment_md(results: list[AugmentResult]) -> str:
 # %% ../nbs/09_bench.ipynb #d2cac13b
 SECTION = "## Training speed (issue 6)"
 AUGMENT_SECTION = "## Augmentation pipeline (issue 3)"
+EVAL_SECTION = "## Evaluation speed (issue 11)"
 
 def append_report(path, text: str, section: str = SECTION):
     "Append `text` at the end of `section` in the markdown file `path` (adding the section at the end if missing)."
@@ -654,9 +707,11 @@ def arg_parser() -> argparse.ArgumentParser:
     "Flags of `python -m attnresnet.bench`."
     p = argparse.ArgumentParser(prog="python -m attnresnet.bench",
                                 description="Training speed of the paper's model: FLOPs, images/s per setting, trainer overhead; "
-                                            "with --augment, batched augmentation against per-image torchvision.")
+                                            "with --augment, batched augmentation against per-image torchvision; "
+                                            "with --evaluate, evaluation speed per batch size.")
     p.add_argument("--device", default="auto", help="'auto' (the GPU when there is one), 'cpu', 'cuda', 'cuda:N'")
-    p.add_argument("--width", type=pos, default=PAPER_WIDTH, help=f"base width of the paper's model (default {PAPER_WIDTH})")
+    p.add_argument("--width", type=pos, default=None,
+                   help=f"base width of the paper's model (default {PAPER_WIDTH}; with --evaluate 8, the CPU quick look's)")
     p.add_argument("--batch-size", type=pos, default=None, help="images per step (default 128; 512 with --augment)")
     p.add_argument("--steps", type=pos, default=None, help="steps per timed block (default 2 on CPU, 20 on GPU)")
     p.add_argument("--warmup", type=pos, default=None, help="warm-up steps per setting (default 1 on CPU, 5 on GPU)")
@@ -668,12 +723,14 @@ def arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-eager", action="store_true", help="skip the eager settings (compiled ones assume channels_last)")
     p.add_argument("--profile", metavar="FILE", help="also profile the trainer's steps; the full operator table goes to FILE")
     p.add_argument("--augment", action="store_true", help="instead: time the batched augmentation against torchvision per image")
-    p.add_argument("--images", type=pos, default=10_000, help="with --augment: images to augment (default 10000)")
+    p.add_argument("--evaluate", action="store_true", help="instead: time evaluation (the test pass) at several batch sizes")
+    p.add_argument("--images", type=pos, default=10_000, help="with --augment / --evaluate: images (default 10000)")
     p.add_argument("--workers", type=non_negative, default=None,
                    help="with --augment: DataLoader workers for torchvision (default os.cpu_count(); 0: in this process)")
     p.add_argument("--out", metavar="FILE", help="also write the report to FILE")
     p.add_argument("--append", metavar="FILE", help="also append the report to FILE (e.g. BENCHMARKS.md) under its section: "
-                                                    f"'{SECTION}', with --augment '{AUGMENT_SECTION}'")
+                                                    f"'{SECTION}', with --augment '{AUGMENT_SECTION}', "
+                                                    f"with --evaluate '{EVAL_SECTION}'")
     return p
 
 # %% ../nbs/09_bench.ipynb #45e58dc6
@@ -688,13 +745,15 @@ def main(argv: list[str] | None = None) -> str:
     if dev.type not in ("cpu", "cuda"): p.error(f"--device {a.device!r}: only CPU and CUDA devices are supported")
     command = " ".join(["python -m attnresnet.bench", *map(shlex.quote, argv)])
     log = lambda s: print(s, file=sys.stderr, flush=True)
-    if a.augment: report = run_augment_benchmark(str(dev), a.images, a.batch_size or 512, a.workers, command, log)
-    else: report = run_benchmark(str(dev), a.width, a.batch_size or 128, a.steps, a.warmup, a.repeats, not a.no_compile,
+    if a.augment and a.evaluate: p.error("--augment and --evaluate: choose one")
+    if a.evaluate: report = run_eval_benchmark(str(dev), a.width or 8, a.images, command=command, log=log)
+    elif a.augment: report = run_augment_benchmark(str(dev), a.images, a.batch_size or 512, a.workers, command, log)
+    else: report = run_benchmark(str(dev), a.width or PAPER_WIDTH, a.batch_size or 128, a.steps, a.warmup, a.repeats, not a.no_compile,
                                  a.quick, not a.no_trainer, a.synthetic, command, log, not a.no_eager, a.profile)
     print(report)
     if a.out: Path(a.out).write_text(report)
     if a.append:
-        append_report(a.append, report, AUGMENT_SECTION if a.augment else SECTION)
+        append_report(a.append, report, AUGMENT_SECTION if a.augment else EVAL_SECTION if a.evaluate else SECTION)
         print(f"appended to {a.append}", file=sys.stderr)
     return report
 

@@ -71,7 +71,8 @@ class TrainConfig:
     ddp_batch: str = "global"        # under torchrun: "global" (batch_size is split over the processes) or "per_rank" (each takes batch_size; lr and swa_lr times their number)
     sync_bn: bool = False            # under torchrun: batch-norm statistics over every process's share of the batch (SyncBatchNorm); no effect in one process
     seed: int = 0
-    eval_batch_size: int = 250       # images per evaluation batch (250: fastest measured on a CPU, see `06_train`)
+    eval_batch_size: int = 250       # images per evaluation batch (250: fastest measured at width 8 on a CPU: `python -m attnresnet.bench --evaluate`)
+    tta: bool = False                # also test with flip test-time augmentation: a second pass over the test set (this study's extra; the paper reports none)
     run_dir: str = "runs/default"    # where config, history, metrics and checkpoints go
     progress: bool = True            # progress bars (a line per epoch when output is not a terminal or notebook)
     log: str = ""                    # "tensorboard": also write each epoch's numbers to run_dir/tensorboard (needs the tensorboard package)
@@ -219,7 +220,7 @@ def _augmentation_rows(c: TrainConfig, row) -> list[dict]:
 
 # %% ../nbs/04_config.ipynb #f3eb6a2f
 def _optimisation_rows(c: TrainConfig, row) -> list[dict]:
-    "Fidelity rows of normalisation, optimiser, schedule, regularisation, averaging, precision and validation."
+    "Fidelity rows of normalisation, optimiser, schedule, regularisation, averaging, precision, validation and testing."
     norm = NORMALIZATIONS.get(c.normalization)
     return [
         row("normalisation", "-", "mean (0.4914, 0.4822, 0.4465), std (0.2023, 0.1994, 0.2010)",
@@ -242,6 +243,9 @@ def _optimisation_rows(c: TrainConfig, row) -> list[dict]:
         row("validation", "10% of the training data, 95.30%", "a random 10% carrying the training transforms; best of 500 per-epoch EMA accuracies",
             f"a stratified {c.val_fraction:.0%}, not augmented (with `train_subset`, the same share of the subset); `metrics.json` "
             "gives the study's numbers and `paper_protocol` (best per-epoch EMA accuracy); the official test set besides"),
+        row("test-time augmentation", "- (validation accuracy only)", "offered by the prediction script for its submission files",
+            "flip TTA beside the plain test accuracy (`test_acc_tta`)" if c.tta else "none: the plain test accuracy (`test_acc`)",
+            "`tta=True` (a second test pass, over the mirror images)"),
     ]
 
 # %% ../nbs/04_config.ipynb #886d9e01

@@ -537,14 +537,14 @@ def finish(self: Trainer) -> dict:
     if not self.dist.main: return self.dist.broadcast(None)  # rank 0 tests; the others receive its numbers
     c, s, t0 = self.config, self.splits, time.perf_counter()
     weights, model = self.chosen(self._finish_swa())
-    p, p_mirrored = self.probabilities(model, s.test_x, flips=True)
+    p, p_mirrored = self.probabilities(model, s.test_x, flips=c.tta)
     test, has_val = classification_metrics(p, s.test_y, s.classes), len(s.val_y) > 0
     train_seconds = sum(r["seconds"] for r in self.history)
     metrics = dict(
         model=c.model, recipe=c.recipe, parameters=count_parameters(self.model), epochs=self.epoch, data_source=s.source,
         splits=dict(train=len(s.train_x), val=len(s.val_x), test=len(s.test_x)),
         best_val_acc=self.best["val_acc"] if has_val else None, best_epoch=self.best["epoch"] if has_val else None,
-        chosen_weights=weights, test_acc=test["accuracy"], test_acc_tta=accuracy((p + p_mirrored) / 2, s.test_y),
+        chosen_weights=weights, test_acc=test["accuracy"], test_acc_tta=accuracy((p + p_mirrored) / 2, s.test_y) if c.tta else None,
         paper_protocol=paper_protocol(self.history),
         per_class=test["per_class"], confusion_matrix=test["confusion_matrix"], classes=list(s.classes),
         wall_time_s=self.elapsed + time.perf_counter() - t0, train_time_s=train_seconds,

@@ -29,10 +29,11 @@ def summary(results: Path, peak_bf16: float | None) -> list[str]:
         m, h = json.loads((run / "metrics.json").read_text()), read_history(run)
         best = lambda k: max((r[k] for r in h if k in r), default=float("nan"))
         epoch_s = sum(r["seconds"] for r in h) / len(h)
+        tta = f" ({100 * m['test_acc_tta']:.2f}% with flip TTA)" if m.get("test_acc_tta") is not None else ""
         share = f", {100 * m['images_per_s'] * 3.147e9 / (peak_bf16 * 1e12):.1f}% of the measured bf16 peak" if peak_bf16 else ""
         lines.append(f"- `{run.name}` ({m.get('recipe', 'paper')} recipe, {m['device_name']}, {m['precision']}): {m['epochs']} epochs, best validation "
                      f"{100 * best('val_acc_raw'):.2f}% raw / {100 * best('val_acc_ema'):.2f}% EMA (chosen: {m['chosen_weights']}, "
-                     f"epoch {m['best_epoch']}), test {100 * m['test_acc']:.2f}% ({100 * m['test_acc_tta']:.2f}% with flip TTA); "
+                     f"epoch {m['best_epoch']}), test {100 * m['test_acc']:.2f}%{tta}; "
                      f"{epoch_s:.1f} s per training epoch, {m['images_per_s']:,.0f} images/s{share}; "
                      f"wall {m['wall_time_s']:.0f} s")
     return lines

@@ -94,11 +94,11 @@ step() {  # step NAME SECONDS CMD...: run CMD with a time box, log to results/NA
 }
 
 if [ $SMOKE = 1 ]; then
-  DEVICE=cpu; TRAIN=(--width 4 --batch-size 32 --eval-batch-size 500)
+  DEVICE=cpu; TRAIN=(--tta true --width 4 --batch-size 32 --eval-batch-size 500)
   BENCH=(--device cpu --width 4 --batch-size 16 --repeats 2 --quick --synthetic)
   TESTS=(tests/test_gpu.py -q -p no:cacheprovider); RESERVE_COMPILE=0
 else
-  DEVICE=cuda; TRAIN=(); BENCH=(--device cuda)
+  DEVICE=cuda; TRAIN=(--tta true); BENCH=(--device cuda)  # flip TTA costs little beside a GPU run, and earlier runs report it
   TESTS=(-m gpu tests/test_gpu.py -q -p no:cacheprovider); RESERVE_COMPILE=100
 fi
 want compile || RESERVE_COMPILE=0

@@ -16,7 +16,7 @@ sys.path.insert(0, str(REPO))
 def train_command(recipe: str, seed: int, a) -> list[str]:
     return [sys.executable, "-m", "attnresnet.train", "--recipe", recipe, "--seed", str(seed), "--width", str(a.width),
             "--train-subset", str(a.train_subset), "--data", a.data, "--time-budget", str(a.budget), "--epochs", "500",
-            "--run-dir", f"{a.out}/{recipe}-seed{seed}", "--progress", "true"]  # relative to the repository: no machine paths in configs
+            "--run-dir", f"{a.out}/{recipe}-seed{seed}", "--progress", "true", "--tta", "true"]  # relative to the repository: no machine paths in configs
 
 def table(out: Path, recipes: list[str], seeds: int) -> str:
     "Markdown table: per recipe, epochs trained, best validation and test accuracy (mean ± std over seeds), images/s."
