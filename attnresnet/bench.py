@@ -29,10 +29,10 @@ __all__ = ['EVAL_BATCH_SIZES', 'EVAL_HEADERS', 'SETTING_HEADERS', 'TRAINER_HEADE
            'SettingResult', 'measure_setting', 'faster_layouts', 'measure_settings', 'fast_path_error',
            'trainer_splits', 'TrainerResult', 'measure_trainer', 'overhead_breakdown', 'busy_fraction', 'ProfileResult',
            'profile_trainer', 'torchvision_pipeline', 'AugmentResult', 'time_batched_augment',
-           'time_torchvision_augment', 'measure_augment', 'EvalResult', 'measure_evaluation', 'eval_md',
-           'run_eval_benchmark', 'load_average', 'report_header', 'format_peaks', 'setup_md', 'setting_row',
-           'trainer_md', 'profile_md', 'profile_text', 'flops_md', 'augment_md', 'append_report', 'trainer_sections',
-           'run_benchmark', 'run_augment_benchmark', 'pos', 'non_negative', 'arg_parser', 'main']
+           'time_torchvision_augment', 'measure_augment', 'EvalResult', 'measure_evaluation', 'eval_md', 'load_average',
+           'report_header', 'format_peaks', 'setup_md', 'setting_row', 'trainer_md', 'profile_md', 'profile_text',
+           'flops_md', 'augment_md', 'append_report', 'trainer_sections', 'run_benchmark', 'run_augment_benchmark',
+           'run_eval_benchmark', 'pos', 'non_negative', 'arg_parser', 'main']
 
 # %% ../nbs/09_bench.ipynb #c2170253
 def flops_per_image(name: str = "attnresnet", # a model of `MODELS`
@@ -502,21 +502,6 @@ def eval_md(results: list[EvalResult]) -> str:
     return markdown_table([dict(batch=f"{r.batch_size:,}", rate=f"{r.images_per_s:,.0f}", rel=f"{r.images_per_s / best:.2f}x",
                                 spread=", ".join(f"{v:,.0f}" for v in r.rates)) for r in results], EVAL_HEADERS)
 
-# %% ../nbs/09_bench.ipynb #6b6e1bc2
-def run_eval_benchmark(device: str = "auto", width: int = 8, n: int = 10_000, batch_sizes: tuple = EVAL_BATCH_SIZES,
-                       rounds: int = 3, command: str = "", log=print) -> str:
-    "Time evaluation at each batch size (`measure_evaluation`) and return the markdown report."
-    dev = resolve_device(device)
-    load_before, t0 = load_average(), time.perf_counter()
-    log(f"evaluating {n:,} images and their mirror images at width {width}, device {device_name(dev)}, {load_before}")
-    results = measure_evaluation(dev, width, n, batch_sizes, rounds)
-    return "\n\n".join([
-        report_header(dev, command or "python -m attnresnet.bench --evaluate", load_before),
-        f"`predict_views` with flips (as a run's test pass) of the paper's network at width {width} on {n:,} random uint8 "
-        f"images 3x32x32 and their mirror images, {resolve_precision('auto', dev)}, channels_last, inference mode; "
-        f"median of {rounds} rounds over the batch sizes in turn:", eval_md(results),
-        f"Wall time {time.perf_counter() - t0:.0f} s; {load_average()} after the run."]) + "\n"
-
 # %% ../nbs/09_bench.ipynb #aa766579
 def load_average() -> str:
     "The 1/5/15-minute load averages and the CPU count, e.g. 'load 1.52 / 1.10 / 0.80 on 2 CPUs'."
@@ -689,6 +674,21 @@ def run_augment_benchmark(device: str = "auto", n: int = 10_000, batch_size: int
         f"{n:,} random uint8 images 3x32x32, batches of {batch_size}: `Augment('advanced')` without Mixup/CutMix against "
         "the same operations in torchvision v2, one image at a time; both from uint8 to float32 in [0, 1].",
         augment_md(results), f"Wall time {time.perf_counter() - t0:.0f} s; {load_average()} after the run."]) + "\n"
+
+# %% ../nbs/09_bench.ipynb #6b6e1bc2
+def run_eval_benchmark(device: str = "auto", width: int = 8, n: int = 10_000, batch_sizes: tuple = EVAL_BATCH_SIZES,
+                       rounds: int = 3, command: str = "", log=print) -> str:
+    "Time evaluation at each batch size (`measure_evaluation`) and return the markdown report."
+    dev = resolve_device(device)
+    load_before, t0 = load_average(), time.perf_counter()
+    log(f"evaluating {n:,} images and their mirror images at width {width}, device {device_name(dev)}, {load_before}")
+    results = measure_evaluation(dev, width, n, batch_sizes, rounds)
+    return "\n\n".join([
+        report_header(dev, command or "python -m attnresnet.bench --evaluate", load_before),
+        f"`predict_views` with flips (as a run's test pass) of the paper's network at width {width} on {n:,} random uint8 "
+        f"images 3x32x32 and their mirror images, {resolve_precision('auto', dev)}, channels_last, inference mode; "
+        f"median of {rounds} rounds over the batch sizes in turn:", eval_md(results),
+        f"Wall time {time.perf_counter() - t0:.0f} s; {load_average()} after the run."]) + "\n"
 
 # %% ../nbs/09_bench.ipynb #7caf1760
 def pos(s: str) -> int:
