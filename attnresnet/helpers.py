@@ -97,8 +97,8 @@ def staging_dir(path: Path) -> Path:
 
 # %% ../nbs/11_helpers.ipynb #98044ee0
 def markdown_table(rows: list[dict], headers: dict | None = None) -> str:
-    "Render a list of dicts as a GitHub-markdown table (`headers` maps keys to column titles)."
-    keys = list(headers or rows[0])
+    "Render a list of dicts as a GitHub-markdown table (`headers` maps keys to column titles; a key no row has is left out)."
+    keys = [k for k in headers if any(k in r for r in rows)] if headers else list(rows[0])
     titles = [headers[k] for k in keys] if headers else keys
     fmt = lambda v: f"{v:,}" if is_int(v) else str(v)
     lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(keys)]

@@ -217,7 +217,7 @@ def mean_std(values: list[float]) -> str:
 def _mean(values): return statistics.mean(values) if values else None
 
 def ablation_table(results: list[dict]) -> list[dict]:
-    "Rows of the ablation table: parameters, val/test accuracy (mean ± std, n), change vs full, the paper's claim."
+    "Rows of the ablation table: parameters, val/test accuracy (mean ± std, n), change vs full, the paper's claim (flip TTA where run)."
     by = {}
     for r in results: by.setdefault(r["name"], []).append(r)
     full_val = _mean([r["metrics"]["best_val_acc"] for r in by.get("full", []) if r["metrics"]["best_val_acc"] is not None])
@@ -234,6 +234,8 @@ def ablation_table(results: list[dict]) -> list[dict]:
                          test_acc=mean_std(test), test_acc_tta=mean_std([r["metrics"]["test_acc_tta"] for r in rs]),
                          delta_val=delta(val, full_val), delta_test=delta(test, full_test),
                          paper_delta="-" if a.claim_delta is None else f"{a.claim_delta:+.2f}", paper_claim=a.claim))
+    if all(r["test_acc_tta"] == "-" for r in rows):  # no run tested with `tta=True`: no column of dashes
+        for r in rows: del r["test_acc_tta"]
     return rows
 
 def _paper_protocol(runs: list[dict]) -> list[float]:
