@@ -21,6 +21,14 @@ def card_and_date(results: Path) -> tuple[str, str]:
     name = card[1].replace("NVIDIA ", "").replace(" ", "-") if card else "cpu"
     return name, day
 
+def name_work_folder(results: Path):
+    "Write the GPU machine's scratch folder (a temporary path, from steps.txt) as `<work>` in the copied text files."
+    work = re.search(r", work (\S+)$", (results / "steps.txt").read_text().splitlines()[0])
+    if not work: return
+    for f in results.rglob("*"):
+        if f.suffix in (".txt", ".log", ".json", ".csv", ".md") and work[1] in (text := f.read_text()):
+            f.write_text(text.replace(work[1], "<work>"))
+
 def summary(results: Path, peak_bf16: float | None) -> list[str]:
     "One markdown line per training run: epochs, accuracies, epoch time, images/s, share of the bf16 peak."
     lines = []
@@ -50,6 +58,7 @@ def main(argv=None):
         dest, n = Path(a.dest) / f"{day}-{card}", 1
         while dest.exists(): n += 1; dest = Path(a.dest) / f"{day}-{card}-{n}"  # a second run on the same day and card
         shutil.copytree(results, dest, ignore=shutil.ignore_patterns("*.pt", "*.tmp"))
+    name_work_folder(dest)
     bench = (dest / "bench.md").read_text() if (dest / "bench.md").exists() else ""
     peak = re.search(r"bf16 ([\d.]+) TFLOP/s", bench)
     runs = [r for r in sorted((dest / "runs").iterdir()) if (r / "metrics.json").exists()]

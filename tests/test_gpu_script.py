@@ -27,6 +27,7 @@ def test_smoke_mode_runs_every_step_and_packs_one_archive(tmp_path, standin):
         m = json.load(t.extractfile("results/runs/paper-2epochs/metrics.json"))
         fast = json.load(t.extractfile("results/runs/fast-seed0/config.json"))["parameters"]
     assert m["completed"] and m["epochs"] == 2 and m["splits"]["train"] == 270
+    assert m["test_acc_tta"] is not None  # the script's runs test with flip TTA too (opt-in elsewhere)
     assert fast["recipe"] == "fast" and fast["time_budget"] == 8 and fast["augment"] == "basic"
     assert "Profile of 1 trainer steps" in (tmp_path / "work" / "results" / "bench.md").read_text()
 
@@ -36,7 +37,10 @@ def test_smoke_mode_runs_every_step_and_packs_one_archive(tmp_path, standin):
     assert r.returncode == 0, r.stderr
     (dest,) = (tmp_path / "results").iterdir()
     assert dest.name.endswith("-cpu") and (dest / "fig4_training_curves.png").stat().st_size > 10_000
-    assert "`paper-2epochs`" in r.stdout and "2 epochs" in r.stdout
+    assert "`paper-2epochs`" in r.stdout and "2 epochs" in r.stdout and "with flip TTA" in r.stdout
+    # the GPU machine's scratch folder is named, not spelled out, in what is kept
+    config = (dest / "runs" / "paper-2epochs" / "config.json").read_text()
+    assert str(tmp_path / "work") not in config + (dest / "steps.txt").read_text() and "<work>" in config
 
 def test_bad_arguments_exit_2_with_the_reason(tmp_path):
     for args, said in [(["--bogus"], "unknown argument --bogus"), (["--budget", "10"], "--budget 10"),
