@@ -20,7 +20,7 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, standin):
     os.killpg(p.pid, signal.SIGKILL); p.wait()
     assert not (run / "metrics.json").exists()
     import torch
-    assert torch.load(run / "last.pt", weights_only=False)["epoch"] in (2, 3)  # the last checkpoint is readable
+    assert torch.load(run / "last.pt", weights_only=False)["epoch"] in (1, 2, 3)  # the last checkpoint is readable (epoch 2's may not be written yet)
 
     resumed = run_cli(*args, "--run-dir", run)
     assert resumed.returncode == 0, resumed.stderr
