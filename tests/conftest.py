@@ -4,6 +4,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+SLOW_NEEDS = ("browser", "jupyterlab", "papermill", "ddp", "runners")  # marks that put a test in the slow tier
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects
+def pytest_collection_modifyitems(items):
+    "A test marked with what it needs from SLOW_NEEDS is in the slow tier (pyproject.toml's markers)."
+    for item in items:
+        if any(item.get_closest_marker(m) for m in SLOW_NEEDS): item.add_marker(pytest.mark.slow)
 
 @pytest.fixture(scope="session")
 def standin_cache(tmp_path_factory) -> Path:
