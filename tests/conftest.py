@@ -8,9 +8,10 @@ SLOW_NEEDS = ("browser", "jupyterlab", "papermill", "ddp", "runners")  # marks t
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects
 def pytest_collection_modifyitems(items):
-    "A test marked with what it needs from SLOW_NEEDS is in the slow tier (pyproject.toml's markers)."
+    "Tests marked with what they need from SLOW_NEEDS are slow; tests using `image_folder` are offline_data (pyproject.toml)."
     for item in items:
         if any(item.get_closest_marker(m) for m in SLOW_NEEDS): item.add_marker(pytest.mark.slow)
+        if "image_folder" in getattr(item, "fixturenames", ()): item.add_marker(pytest.mark.offline_data)
 
 @pytest.fixture(scope="session")
 def standin_cache(tmp_path_factory) -> Path:
