@@ -254,6 +254,7 @@ def stop(proc, port, token):
         proc.wait(timeout=15)
 
 
+@pytest.mark.jupyterlab
 @pytest.mark.parametrize("config_path", [True, False], ids=["JUPYTER_CONFIG_PATH=repo", "plain"])
 def test_jupyterlab_saves_a_notebook_clean(tmp_path, config_path):
     name = "00_attention.ipynb"
