@@ -24,7 +24,13 @@
 # showed the unsaved-changes mark at once, and closing it asked to save. ProjectContentsManager below serves each
 # notebook with exactly the metadata JupyterLab is about to set, so nothing changes on opening; saving cleans it off
 # again, so the file on disk stays as committed (tests/test_notebook_save.py, scripts/browser_check.py).
+#
+# nbdev-clean also drops execution counts, so cells whose outputs are committed showed `[ ]:`. The lesson notebooks
+# are executed top to bottom by `nbdev-test` (which skips cells marked `#| eval: false` or `#| notest`), so the k-th
+# cell it ran had count k: ProjectContentsManager serves those counts (in notebooks that have any outputs at all),
+# and saving drops them again.
 import os
+import re
 import sys
 import warnings
 
@@ -70,8 +76,27 @@ def kernel_metadata(kernel_spec_manager, name: str) -> dict | None:
             "language_info": dict(IPythonKernel.language_info)}
 
 
+_NOT_RUN_BY_NBDEV_TEST = re.compile(r"^#\|\s*(eval:\s*false|notest)\b", re.M)  # notest: tst_flags in pyproject.toml
+
+
+def with_execution_counts(nb) -> None:
+    "Give the code cells of an executed notebook `nb` the counts of a top-to-bottom `nbdev-test` run (in place)."
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    if not any(cell.get("outputs") for cell in code) or any(cell.get("execution_count") for cell in code):
+        return  # never executed, or it has its own counts
+    count = 0
+    for cell in code:
+        if _NOT_RUN_BY_NBDEV_TEST.search(cell.source):
+            continue
+        count += 1
+        cell.execution_count = count
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "execute_result":
+                out["execution_count"] = count
+
+
 class ProjectContentsManager(AsyncLargeFileManager):
-    "Jupyter's file manager, serving notebooks with the kernel metadata JupyterLab would otherwise add on opening them."
+    "Jupyter's file manager, serving notebooks with the kernel metadata JupyterLab would add on opening them, and counts."
 
     async def get(self, path, content=True, type=None, format=None, **kwargs):
         model = await super().get(path, content=content, type=type, format=format, **kwargs)
@@ -85,6 +110,7 @@ class ProjectContentsManager(AsyncLargeFileManager):
             extra = kernel_metadata(specs, name) if name else None
             if extra:
                 md.update(extra)
+            with_execution_counts(model["content"])
         return model
 
 

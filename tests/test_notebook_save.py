@@ -148,6 +148,12 @@ def test_notebooks_open_as_their_kernel_describes_them(tmp_path, monkeypatch):
         before = (work / "nbs" / name).read_bytes()
         save_through(cm, f"nbs/{name}", lambda nb: None)  # saved as opened: the file stays as it was
         assert (work / "nbs" / name).read_bytes() == before, name
+    # cells with committed outputs show the counts of the top-to-bottom run that made them, not `[ ]:`
+    cells = asyncio.run(ensure_async(cm.get("nbs/00_attention.ipynb")))["content"]["cells"]
+    counts = [c["execution_count"] for c in cells if c["cell_type"] == "code"]
+    assert counts == list(range(1, len(counts) + 1)), counts
+    results = [o for c in cells if c["cell_type"] == "code" for o in c["outputs"] if o["output_type"] == "execute_result"]
+    assert results and all(o["execution_count"] for o in results)
     # Jupyter's own manager serves the committed metadata, which JupyterLab then changes on opening
     md = asyncio.run(ensure_async(cm_default.get(f"nbs/{names[0]}")))["content"]["metadata"]
     assert {k: md.get(k) for k in want} != want
