@@ -20,8 +20,9 @@ PKG_DIR = Path(__file__).resolve().parent if "__file__" in globals() else Path.c
 REPO_DIR = PKG_DIR.parent
 
 def offline_cifar10() -> Path | None:
-    "Path of the offline CIFAR-10 image folder (`$ATTNRESNET_DATA`, else `<repo>/../shared/data/cifar10-jpeg`), or None."
+    "Path of the offline CIFAR-10 image folder (`$ATTNRESNET_DATA`, else `<repo>/../shared/data/cifar10-jpeg`), or None (always when it is `none`)."
     env = os.environ.get("ATTNRESNET_DATA")
+    if env == "none": return None  # hidden on purpose: behave as a clone without the offline copy
     p = Path(env).expanduser() if env else REPO_DIR.parent / "shared" / "data" / "cifar10-jpeg"
     return p.resolve() if (p / "train").is_dir() and (p / "test").is_dir() else None
 

@@ -1,16 +1,20 @@
 #!/usr/bin/env python
 """What a reader sees: executed notebooks opened in JupyterLab in a real, headless browser.
 
-    python scripts/browser_check.py OUT [--notebooks 00_attention 08_figures train] [--executed NB.ipynb ...]
+    python scripts/browser_check.py OUT [--notebooks 00_attention 08_figures train] [--committed 01_models index]
+                                        [--executed NB.ipynb ...]
 
 1. Executes the notebooks with papermill into a temporary folder (never into nbs/): `nbs/<name>.ipynb` as it is,
    and `nbs/train.ipynb` with tiny parameters on a generated stand-in image folder. Kernels start without
-   MPLBACKEND, as under JupyterLab. `--executed` adds notebooks that are opened as they are.
-2. Starts this environment's JupyterLab on a free local port with a random token (settings, workspaces and
-   runtime files in the temporary folder), opens every notebook in headless Chromium (Debian's `chromium`
-   package, driven by Playwright; no browser is downloaded), and checks that every image output is an image
-   the browser decoded (width and height > 0), that the notebook has at least its expected number of them, that
-   no output is a figure shown as text (`<Figure size ...>`) and that no cell shows an error.
+   MPLBACKEND, as under JupyterLab. `--committed` adds copies of committed notebooks of nbs/ and `--executed` other
+   notebooks, both opened as they are.
+2. Starts this environment's JupyterLab as README.md says (with this repository's jupyter_server_config.py) on a
+   free local port with a random token (settings, workspaces and runtime files in the temporary folder), opens every
+   notebook in headless Chromium (Debian's `chromium` package, driven by Playwright; no browser is downloaded),
+   waits for its kernel, and checks that the notebook does not show as modified (the unsaved-changes mark on its
+   tab), that every image output is an image the browser decoded (width and height > 0), that the notebook has at
+   least its expected number of them, that no output is a figure shown as text (`<Figure size ...>`) and that no
+   cell shows an error.
 3. Saves a screenshot of each notebook's first screen and of every image output into OUT, writes OUT/summary.json
    and stops the server.
 
@@ -23,6 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 # At least this many images in each notebook (Figures 1-3 in 08_figures; the training curves in train).
 MIN_IMAGES = {"00_attention": 0, "08_figures": 3, "train": 1}
+COMMITTED = ["01_models", "index"]  # opened as committed: a lesson with outputs, and the home page
 TRAIN_PARAMS = dict(width=4, epochs=1, batch_size=32, val_fraction=0.2, progress=False)
 JUPYTERLAB_SETTINGS = {  # every cell rendered (no windowing), no news or update pop-ups
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
@@ -78,7 +83,8 @@ def start_jupyterlab(root: Path, state: Path, port: int, token: str) -> subproce
     for rel, value in JUPYTERLAB_SETTINGS.items():
         p = state / "settings" / rel; p.parent.mkdir(parents=True, exist_ok=True); p.write_text(json.dumps(value))
     env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(state / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(state / "workspaces"),
-               JUPYTER_RUNTIME_DIR=str(state / "runtime"), JUPYTER_CONFIG_DIR=str(state / "config"))
+               JUPYTER_RUNTIME_DIR=str(state / "runtime"), JUPYTER_CONFIG_DIR=str(state / "config"),
+               JUPYTER_CONFIG_PATH=str(REPO))  # the project's Jupyter config, as README.md starts JupyterLab
     env.pop("MPLBACKEND", None)
     log = open(state / "jupyterlab.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--port={port}",
@@ -107,14 +113,23 @@ def stop_jupyterlab(proc: subprocess.Popen, port: int, token: str):
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)
 
-# In the active notebook: every cell, every image output (decoded size), figures as text, error outputs.
+# The active notebook's kernel has started and is idle (JupyterLab has then written what it writes on opening).
+KERNEL_READY = """() => {
+  const panel = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');
+  const name = panel && panel.querySelector('.jp-KernelName'), status = panel && panel.querySelector('.jp-Notebook-ExecutionIndicator');
+  return !!(name && status && !['', 'No Kernel', 'Kernel'].includes(name.innerText.trim()) && status.dataset.status === 'idle');
+}"""
+
+# In the active notebook: the unsaved-changes mark, every cell, every image output (decoded size), figures as text, errors.
 INSPECT = """async () => {
   const nb = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook');
   if (!nb) return null;
+  const tab = document.querySelector('.lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current');
   const imgs = [...nb.querySelectorAll('.jp-OutputArea-output img')];
   const sizes = await Promise.all(imgs.map(i => i.decode().then(() => [i.naturalWidth, i.naturalHeight], () => [0, 0])));
   const outs = [...nb.querySelectorAll('.jp-OutputArea-output')];
   return {
+    modified: !!(tab && tab.classList.contains('jp-mod-dirty')),
     cells: nb.querySelectorAll('.jp-Cell').length,
     images: sizes,
     figures_as_text: outs.filter(o => !o.querySelector('img') && /^\\s*<Figure size/.test(o.innerText)).length,
@@ -125,7 +140,7 @@ INSPECT = """async () => {
 
 def check_in_browser(notebooks: dict[str, Path], work: Path, out: Path, chromium: str, timeout_s: float = 120) -> dict:
     "Open each notebook (a path under `work`) in JupyterLab in Chromium; per notebook what the page shows."
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import sync_playwright, TimeoutError as PlaywrightTimeout
     port, token = free_port(), secrets.token_urlsafe(24)
     state = Path(tempfile.mkdtemp(prefix="jupyterlab-", dir=work.parent))
     server = start_jupyterlab(work, state, port, token)
@@ -141,8 +156,11 @@ def check_in_browser(notebooks: dict[str, Path], work: Path, out: Path, chromium
                     want = notebook_outputs(path)["cells"]
                     page.wait_for_function(f"""() => {{ const nb = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook');
                         return nb && nb.querySelectorAll('.jp-Cell').length >= {want}; }}""", timeout=timeout_s * 1000)
-                    page.wait_for_timeout(1500)  # let the last outputs render
-                    seen[name] = page.evaluate(INSPECT)
+                    try: page.wait_for_function(KERNEL_READY, timeout=timeout_s * 1000)
+                    except PlaywrightTimeout: kernel_ready = False
+                    else: kernel_ready = True
+                    page.wait_for_timeout(1500)  # let the last outputs render, and JupyterLab record the kernel's metadata
+                    seen[name] = dict(page.evaluate(INSPECT) or {}, kernel_ready=kernel_ready)
                     page.screenshot(path=str(out / f"{name}.png"))
                     shots = []
                     for k, el in enumerate(page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output:has(img)").all()):
@@ -160,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", type=Path, help="folder for the screenshots and summary.json (created)")
     p.add_argument("--notebooks", nargs="*", default=list(MIN_IMAGES), help=f"notebooks of nbs/ to execute (default: {' '.join(MIN_IMAGES)})")
+    p.add_argument("--committed", nargs="*", default=COMMITTED, help=f"notebooks of nbs/ to open as committed (default: {' '.join(COMMITTED)})")
     p.add_argument("--executed", nargs="*", type=Path, default=[], help="executed notebooks to open as they are")
     p.add_argument("--chromium", help="Chromium binary (default: Debian's, or one on PATH)")
     a = p.parse_args(argv)
@@ -167,12 +186,17 @@ def main(argv: list[str] | None = None) -> int:
     if chromium is None: print("no Chromium found: apt-get install chromium (or pass --chromium)", file=sys.stderr); return 2
     try: import playwright.sync_api  # noqa: F401
     except ImportError: print("Playwright is not installed: pip install playwright (a browser download is not needed)", file=sys.stderr); return 2
-    for n in a.notebooks:
-        if not (REPO / "nbs" / f"{n}.ipynb").is_file(): p.error(f"--notebooks: no nbs/{n}.ipynb")
+    for flag, names in (("--notebooks", a.notebooks), ("--committed", a.committed)):
+        for n in names:
+            if not (REPO / "nbs" / f"{n}.ipynb").is_file(): p.error(f"{flag}: no nbs/{n}.ipynb")
     a.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="browser-check-") as tmp:
         work = Path(tmp) / "notebooks"; work.mkdir()
         notebooks = execute(a.notebooks, work)
+        for n in a.committed:
+            key = n if n not in notebooks else f"{n} (committed)"
+            shutil.copy(REPO / "nbs" / f"{n}.ipynb", work / f"committed-{n}.ipynb")
+            notebooks[key] = work / f"committed-{n}.ipynb"
         for nb in a.executed:
             if not nb.is_file(): p.error(f"--executed: no file {nb}")
             shutil.copy(nb, work / nb.name)
@@ -184,11 +208,13 @@ def main(argv: list[str] | None = None) -> int:
             decoded = [s for s in b.get("images", []) if s[0] > 0 and s[1] > 0]
             problems = [f"{e} (in the file)" for e in f["errors"]] + [f"{e} (shown)" for e in b.get("errors", [])]
             if not b: problems.append("the notebook did not open in JupyterLab")
+            elif not b.get("kernel_ready"): problems.append("its kernel did not start (or never became idle)")
+            if b.get("modified"): problems.append("opens modified: the unsaved-changes mark shows before anything was done")
             if len(decoded) < len(b.get("images", [])): problems.append(f"{len(b['images']) - len(decoded)} image(s) not decoded by the browser")
             if len(decoded) < max(f["images"], MIN_IMAGES.get(name, 0)):
                 problems.append(f"{len(decoded)} image(s) shown, expected {max(f['images'], MIN_IMAGES.get(name, 0))}")
             if f["figures_as_text"] or b.get("figures_as_text"): problems.append("a figure is shown as text (<Figure size ...>), not as an image")
-            summary[name] = dict(ok=not problems, problems=problems, cells=b.get("cells"), images_in_file=f["images"],
+            summary[name] = dict(ok=not problems, problems=problems, modified=b.get("modified"), cells=b.get("cells"), images_in_file=f["images"],
                                  images_shown=[f"{w}x{h}" for w, h in b.get("images", [])], screenshots=b.get("screenshots", []))
     (a.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))

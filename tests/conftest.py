@@ -4,6 +4,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+SLOW_NEEDS = ("browser", "jupyterlab", "papermill", "ddp", "runners")  # marks that put a test in the slow tier
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects
+def pytest_collection_modifyitems(items):
+    "Tests marked with what they need from SLOW_NEEDS are slow; tests using `image_folder` are offline_data (pyproject.toml)."
+    for item in items:
+        if any(item.get_closest_marker(m) for m in SLOW_NEEDS): item.add_marker(pytest.mark.slow)
+        if "image_folder" in getattr(item, "fixturenames", ()): item.add_marker(pytest.mark.offline_data)
 
 @pytest.fixture(scope="session")
 def standin_cache(tmp_path_factory) -> Path:

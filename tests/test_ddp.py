@@ -4,8 +4,9 @@ import json, os, signal, subprocess, sys, time
 import pytest, torch
 from conftest import REPO, run_cli, comparable
 
-pytestmark = pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
-                                reason="torch.distributed with the gloo backend is not available")
+pytestmark = [pytest.mark.ddp,
+              pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+                                 reason="torch.distributed with the gloo backend is not available")]
 
 SMALL = ["--width", "4", "--batch-size", "32", "--val-fraction", "0.2", "--device", "cpu", "--progress", "false"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "attnresnet.train"]

@@ -1,6 +1,7 @@
 """scripts/gpu_run.sh end to end in its CPU smoke mode (so it cannot rot between GPU leases), and its argument errors."""
 import json, subprocess, sys, tarfile
 from pathlib import Path
+import pytest
 from conftest import REPO
 
 SCRIPT = REPO / "scripts" / "gpu_run.sh"
@@ -9,6 +10,7 @@ def run_script(*args, timeout=400):
     return subprocess.run(["bash", str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=REPO,
                           env={**__import__("os").environ, "PYTHON": sys.executable})
 
+@pytest.mark.slow  # every step of the script at toy scale: about two minutes
 def test_smoke_mode_runs_every_step_and_packs_one_archive(tmp_path, standin):
     archive = tmp_path / "standin.tar.xz"
     subprocess.run(["tar", "-cJf", str(archive), "-C", str(standin.parent), standin.name], check=True)

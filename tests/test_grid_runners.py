@@ -20,6 +20,7 @@ def _env(tmp_path: Path, **extra) -> dict:
 def tiny_data(tmp_path_factory) -> Path:
     return make_standin_dataset(tmp_path_factory.mktemp("data") / "standin", per_class=8, test_per_class=2)
 
+@pytest.mark.runners
 @pytest.mark.skipif(shutil.which("parallel") is None, reason="GNU parallel is not installed (apt-get install parallel)")
 def test_gnu_parallel_runs_the_command_file(tmp_path, tiny_data):
     base = tmp_path / "project dir"  # a space in every path; run directories relative to it
@@ -116,6 +117,7 @@ def _gone_within(pid: int, seconds: float) -> bool:
     while _alive(pid) and time.monotonic() < deadline: time.sleep(0.1)
     return not _alive(pid)
 
+@pytest.mark.runners
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT", "SIGKILL"])
 def test_stopping_the_grid_ends_its_runs(tmp_path, tiny_data, sig):
@@ -139,6 +141,8 @@ def test_stopping_the_grid_ends_its_runs(tmp_path, tiny_data, sig):
     finally:
         if grid.poll() is None: grid.kill()
 
+@pytest.mark.runners
+@pytest.mark.papermill
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_stopping_ablations_notebook_ends_its_run(tmp_path, tiny_data):
     "Killing `papermill nbs/ablations.ipynb` (SIGTERM) ends the training it started, two levels down (kernel, run)."

@@ -25,6 +25,7 @@ def execute(nb_path, env_backend):
         if old is not None: os.environ["MPLBACKEND"] = old
     return nb
 
+@pytest.mark.papermill
 @pytest.mark.parametrize("backend", [None, "Agg"], ids=["inline-default", "MPLBACKEND=Agg"])
 def test_figures_display_as_images(backend):
     nb = execute(REPO / "nbs" / "08_figures.ipynb", backend)

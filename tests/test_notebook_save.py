@@ -7,7 +7,7 @@ in pyproject.toml), which cleans the model the way `nbdev-clean` does, so a clea
 as it was. Jupyter does not read configuration from the current directory: JupyterLab is started with
 `JUPYTER_CONFIG_PATH=$PWD` from the repository root (README.md, "Notes on the setup"), and these tests load the
 configuration the same way. Each check is shown to fail without the hook."""
-import asyncio, copy, json, os, secrets, signal, socket, subprocess, sys, time, urllib.request
+import asyncio, copy, json, os, secrets, shutil, signal, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
 import pytest
 from conftest import REPO
@@ -114,9 +114,49 @@ def contents_managers(monkeypatch, root: Path):
     with_hook = server_app()
     monkeypatch.delenv("JUPYTER_CONFIG_PATH")
     without = server_app()
-    assert with_hook.contents_manager_class is without.contents_manager_class
+    assert with_hook.contents_manager_class.__name__ == "ProjectContentsManager"
     return (with_hook.contents_manager_class(config=with_hook.config, root_dir=str(root)),
             without.contents_manager_class(config=without.config, root_dir=str(root)))
+
+
+def kernel_reports(name: str = "python3") -> dict:
+    "The metadata JupyterLab writes into a notebook once kernel `name` runs: its kernelspec, and the kernel's own language_info."
+    from jupyter_client.manager import start_new_kernel
+    from jupyter_client.kernelspec import KernelSpecManager
+    spec = KernelSpecManager().get_kernel_spec(name)
+    km, kc = start_new_kernel(kernel_name=name)
+    try:
+        reply = kc.kernel_info(reply=True, timeout=60)
+    finally:
+        kc.stop_channels(); km.shutdown_kernel(now=True)
+    return {"kernelspec": {"name": name, "display_name": spec.display_name, "language": spec.language},
+            "language_info": reply["content"]["language_info"]}
+
+
+def test_notebooks_open_as_their_kernel_describes_them(tmp_path, monkeypatch):
+    "Served as JupyterLab will find them once their kernel runs, so opening a notebook changes nothing (no unsaved mark)."
+    work = tmp_path / "work"
+    shutil.copytree(REPO / "nbs", work / "nbs", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    (work / "pyproject.toml").write_bytes((REPO / "pyproject.toml").read_bytes())
+    cm, cm_default = contents_managers(monkeypatch, work)
+    want = kernel_reports()
+    names = sorted(p.name for p in (work / "nbs").glob("*.ipynb"))
+    assert len(names) > 10
+    for name in names:
+        md = asyncio.run(ensure_async(cm.get(f"nbs/{name}")))["content"]["metadata"]
+        assert {k: md.get(k) for k in want} == want, name
+        before = (work / "nbs" / name).read_bytes()
+        save_through(cm, f"nbs/{name}", lambda nb: None)  # saved as opened: the file stays as it was
+        assert (work / "nbs" / name).read_bytes() == before, name
+    # cells with committed outputs show the counts of the top-to-bottom run that made them, not `[ ]:`
+    cells = asyncio.run(ensure_async(cm.get("nbs/00_attention.ipynb")))["content"]["cells"]
+    counts = [c["execution_count"] for c in cells if c["cell_type"] == "code"]
+    assert counts == list(range(1, len(counts) + 1)), counts
+    results = [o for c in cells if c["cell_type"] == "code" for o in c["outputs"] if o["output_type"] == "execute_result"]
+    assert results and all(o["execution_count"] for o in results)
+    # Jupyter's own manager serves the committed metadata, which JupyterLab then changes on opening
+    md = asyncio.run(ensure_async(cm_default.get(f"nbs/{names[0]}")))["content"]["metadata"]
+    assert {k: md.get(k) for k in want} != want
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -220,6 +260,7 @@ def stop(proc, port, token):
         proc.wait(timeout=15)
 
 
+@pytest.mark.jupyterlab
 @pytest.mark.parametrize("config_path", [True, False], ids=["JUPYTER_CONFIG_PATH=repo", "plain"])
 def test_jupyterlab_saves_a_notebook_clean(tmp_path, config_path):
     name = "00_attention.ipynb"

@@ -11,6 +11,7 @@ def _execute(nb, out, **params):
     papermill.execute_notebook(str(REPO / "nbs" / nb), str(out), parameters=params, kernel_name="python3", cwd=str(REPO),
                                progress_bar=False)
 
+@pytest.mark.papermill
 def test_ablations_then_report(tmp_path, standin):
     runs, figs = tmp_path / "runs", tmp_path / "figures"
     committed = {p: p.read_bytes() for p in (REPO / "figures").glob("*")}

@@ -1,7 +1,9 @@
 """kill -9 in the middle of a run, rerun, and get the same final numbers as an uninterrupted run."""
 import json, os, signal, subprocess, sys, time
+import pytest
 from conftest import REPO, run_cli, comparable
 
+@pytest.mark.slow  # three short training runs
 def test_kill_and_resume_matches_uninterrupted(tmp_path, standin):
     args = ["--data", standin, "--width", "4", "--epochs", "4", "--batch-size", "32", "--val-fraction", "0.2",
             "--progress", "false"]

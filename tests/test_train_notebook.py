@@ -15,6 +15,7 @@ def test_parameters_cell_matches_train_config():
     assert list(params) == [f.name for f in fields(TrainConfig)]
     assert all(p["default"] == "None" for p in params.values())
 
+@pytest.mark.papermill
 def test_train_notebook_small_run(tmp_path, image_folder, standin):
     run = tmp_path / "run"
     subset = 0 if image_folder == standin else 500  # the stand-in has only 270 training images after validation
