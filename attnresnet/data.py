@@ -11,9 +11,9 @@ import torch
 from .helpers import atomic_save, is_int, is_number
 
 # %% auto #0
-__all__ = ['PKG_DIR', 'REPO_DIR', 'CIFAR10_MEAN', 'CIFAR10_STD', 'offline_cifar10', 'default_cache_dir', 'make_standin_dataset',
-           'ImageSet', 'decode_files', 'data_fingerprint', 'load_images', 'split_train_val', 'stratified_subset',
-           'channel_stats', 'Splits', 'load_splits', 'DeviceLoader']
+__all__ = ['PKG_DIR', 'REPO_DIR', 'DECODER', 'CIFAR10_MEAN', 'CIFAR10_STD', 'offline_cifar10', 'default_cache_dir',
+           'make_standin_dataset', 'ImageSet', 'decode_files', 'decode_image_file', 'data_fingerprint', 'load_images',
+           'split_train_val', 'stratified_subset', 'channel_stats', 'Splits', 'load_splits', 'DeviceLoader']
 
 # %% ../nbs/02_data.ipynb #6c7a6865
 PKG_DIR = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd().resolve().parent / "attnresnet"
@@ -112,17 +112,29 @@ def _folder_files(split_dir: Path, classes: list) -> list:
     return out
 
 def decode_files(files: list, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    "Decode (path, label) pairs into uint8 images (N, 3, size, size) and int64 labels; grayscale becomes RGB."
-    from torchvision.io import decode_image, read_file, ImageReadMode
+    "Decode (path, label) pairs into uint8 images (N, 3, size, size) and int64 labels (`decode_image_file`: any depth or mode to 8-bit RGB)."
     x = torch.empty(len(files), 3, size, size, dtype=torch.uint8)
     for i, (f, _) in enumerate(files):
-        try: img = decode_image(read_file(str(f)), mode=ImageReadMode.RGB)
-        except RuntimeError as e: raise ValueError(f"data: cannot decode image file {f}: {e}") from None
+        try: img = decode_image_file(f)
+        except ValueError as e: raise ValueError(f"data: {e}") from None
         if img.shape[-2:] != (size, size):
             raise ValueError(f"data: image file {f} is {img.shape[-1]}x{img.shape[-2]}, expected {size}x{size} "
                              "(CIFAR-10 images are 32x32; resize the folder beforehand)")
         x[i] = img
     return x, torch.tensor([l for _, l in files], dtype=torch.int64)
+
+# %% ../nbs/02_data.ipynb #78bdbb92
+DECODER = "rgb8 (16-bit >> 8, first frame)"  # recorded in decoded caches: a cache made by another rule is rebuilt
+
+def decode_image_file(path) -> torch.Tensor:
+    "Image file `path` as 8-bit RGB (3, H, W): any bit depth scaled (16-bit: value >> 8), any mode to RGB, an animation's first frame."
+    from torchvision.io import decode_image, read_file, ImageReadMode
+    from torchvision.transforms.v2.functional import to_dtype
+    try: img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+    except (RuntimeError, OSError) as e:
+        raise ValueError(f"cannot decode image file {path}: {str(e).strip().splitlines()[0][:200]}") from None
+    if img.dim() == 4: img = img[0]  # the frames of an animation: the first
+    return img if img.dtype == torch.uint8 else to_dtype(img, torch.uint8, scale=True)
 
 # %% ../nbs/02_data.ipynb #db8d82fc
 def _files_fingerprint(root: Path, train: list, test: list, n_classes: int) -> str:
@@ -207,12 +219,13 @@ def _load_folder(root: Path, cache_dir: Path) -> dict:
     labels = lambda files: torch.tensor([l for _, l in files], dtype=torch.int64)
     def build():
         (trx, try_), (tex, tey) = decode_files(tr), decode_files(te)
-        return dict(train_x=trx, train_y=try_, test_x=tex, test_y=tey, classes=classes, fingerprint=fp)
+        return dict(train_x=trx, train_y=try_, test_x=tex, test_y=tey, classes=classes, fingerprint=fp, decoder=DECODER)
     stem = f"cache-{root.name}-{hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:8]}"
     path = cache_dir / f"{stem}-{fp.split()[-1]}.pt"
-    d = _cached(path, build, lambda d: _cache_problem(d, classes, labels(tr), labels(te), fp))
+    older = lambda d: None if d.get("decoder") == DECODER else "was decoded by an older rule (16-bit images truncated, animations whole)"
+    d = _cached(path, build, lambda d: _cache_problem(d, classes, labels(tr), labels(te), fp) or older(d))
     _clean_cache_dir(cache_dir, path, f"{glob.escape(stem)}-*.pt")
-    return {**d, "source": src}  # caches made earlier carried a path
+    return {**{k: v for k, v in d.items() if k != "decoder"}, "source": src}  # caches made earlier carried a path
 
 def _array_fingerprint(d: dict) -> str:
     "Fingerprint line of decoded images and labels: counts and a sha256 of the arrays and class names."

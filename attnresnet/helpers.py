@@ -9,8 +9,9 @@ from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['is_int', 'is_number', 'check_positive_int', 'check_probability', 'check_names', 'check_injected', 'replace_atomic',
-           'write_text_atomic', 'write_json', 'atomic_save', 'replace_dir', 'staging_dir', 'markdown_table']
+__all__ = ['OUTPUTS_MARK', 'is_int', 'is_number', 'check_positive_int', 'check_probability', 'check_names', 'check_injected',
+           'replace_atomic', 'write_text_atomic', 'write_json', 'atomic_save', 'replace_dir', 'staging_dir',
+           'markdown_table']
 
 # %% ../nbs/11_helpers.ipynb #6ad2d084
 def is_int(value) -> bool:
@@ -76,9 +77,22 @@ def atomic_save(obj, path: Path):
     replace_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 # %% ../nbs/11_helpers.ipynb #52a27321
-def replace_dir(new: Path, path: Path):
-    "Put the finished folder `new` in place of `path` (which may not exist yet); the old folder is removed after the swap."
+OUTPUTS_MARK = ".attnresnet-outputs"  # in every folder `staging_dir` makes: what `replace_dir` may replace
+
+def _check_replaceable(path: Path, what: str = "figures_dir"):
+    "Raise a `ValueError` unless `path` is absent, an empty folder, or a folder of outputs made by `staging_dir`."
+    if not path.exists() and not path.is_symlink(): return
+    if path.is_symlink() or not path.is_dir():
+        raise ValueError(f"{what}={str(path)!r} is not a folder (an existing file): the outputs replace their folder whole, "
+                         "so they would hide it. Choose a new folder name")
+    if any(path.iterdir()) and not (path / OUTPUTS_MARK).is_file():
+        raise ValueError(f"{what}={str(path)!r} holds files not written by attnresnet (no {OUTPUTS_MARK} file): the outputs "
+                         "replace their folder whole, so they would delete them. Choose a new or empty folder")
+
+def replace_dir(new: Path, path: Path, what: str = "figures_dir"):
+    "Put the finished folder `new` in place of `path` (absent, empty or made by `staging_dir`); the old folder is removed after the swap."
     new, path = Path(new), Path(path)
+    _check_replaceable(path, what)  # before anything is renamed
     old = path.with_name(f".{path.name}.old-{os.getpid()}")
     if path.exists(): os.replace(path, old)
     try: os.replace(new, path)
@@ -87,12 +101,14 @@ def replace_dir(new: Path, path: Path):
         raise
     if old.exists(): shutil.rmtree(old)
 
-def staging_dir(path: Path) -> Path:
-    "A fresh, empty folder beside `path` to build a set of outputs in (then `replace_dir(staging, path)`)."
+def staging_dir(path: Path, what: str = "figures_dir") -> Path:
+    "A fresh folder beside `path` to build a set of outputs in (then `replace_dir(staging, path)`); refuses a `path` it may not replace."
     path = Path(path)
+    _check_replaceable(path, what)
     stage = path.with_name(f".{path.name}.new-{os.getpid()}")
     if stage.exists(): shutil.rmtree(stage)
     stage.mkdir(parents=True)
+    (stage / OUTPUTS_MARK).write_text("Written by attnresnet: the next report replaces this folder whole.\n")
     return stage
 
 # %% ../nbs/11_helpers.ipynb #98044ee0

@@ -8,21 +8,21 @@ import argparse, json, sys
 from dataclasses import dataclass
 from pathlib import Path
 import torch
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 from .runs import load_model
 from .augment import normalize
+from .data import decode_image_file
 
 # %% auto #0
 __all__ = ['read_image', 'Classifier', 'arg_parser', 'main']
 
 # %% ../nbs/10_predict.ipynb #b3e82fa1
 def read_image(path) -> torch.Tensor:
-    "Image file `path` as RGB uint8 (3, H, W), at its own size; a `ValueError` naming the file if it cannot be read."
+    "Image file `path` as RGB uint8 (3, H, W), at its own size, decoded as training decodes (`decode_image_file`); a `ValueError` naming the file if it cannot be read."
     path = Path(path)
     if not path.is_file(): raise ValueError(f"image {str(path)!r}: no such file")
-    try: return decode_image(str(path), mode=ImageReadMode.RGB)
-    except RuntimeError as e:
+    try: return decode_image_file(path)
+    except ValueError as e:
         raise ValueError(f"image {str(path)!r}: not an image torchvision can decode (JPEG, PNG, WebP or GIF)") from e
 
 # %% ../nbs/10_predict.ipynb #bc58ad73

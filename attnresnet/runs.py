@@ -77,6 +77,20 @@ def write_config(self: RunDir, c: TrainConfig, **record):
     "Write `config.json`: the parameters of `c` and what else the run records (environment, splits, classes, ...)."
     write_json(dict(parameters=asdict(c), **record), self.path / "config.json")
 
+# %% ../nbs/05_runs.ipynb #d1bad260
+@patch
+def check_checkpoint(self: RunDir, c: TrainConfig, state: dict):
+    "Raise a `ValueError` naming each field in which `c` differs from the parameters `last.pt` (`state`) was trained with."
+    old = state.get("parameters")
+    if old is None: return  # a checkpoint from before checkpoints recorded their parameters
+    defaults = asdict(TrainConfig())
+    diff = {k: (old.get(k, defaults[k]), v) for k, v in asdict(c).items() if k not in _NOT_IDENTITY and old.get(k, defaults[k]) != v}
+    if diff:
+        fields = ", ".join(f"{k}={b!r} (last.pt: {a!r})" for k, (a, b) in diff.items())
+        raise ValueError(f"{self.path / 'config.json'} (or the parameters given) says {fields}, but last.pt was trained with the "
+                         "values in brackets (config.json edited after the run started?). Put them back to resume this run, "
+                         "or train the new values in a new run_dir")
+
 # %% ../nbs/05_runs.ipynb #ce74b992
 @patch
 def write_history(self: RunDir, rows: list[dict]):
@@ -193,6 +207,9 @@ def load_model(run_dir, checkpoint: str = "best", device="cpu") -> nn.Module:
     run = RunDir(run_dir)
     c, record = load_config(run_dir), run.read_json("config.json")
     state = run.load_checkpoint(checkpoint, map_location=device)
+    if state is None and checkpoint == "best" and (run.path / "last.pt").exists():
+        raise FileNotFoundError(f"{run.path / 'best.pt'} is missing (deleted?): use checkpoint='last' (predict --checkpoint last) "
+                                "for the run's final weights, or restore best.pt; an unfinished run rebuilds it when rerun")
     if state is None: raise FileNotFoundError(f"{run.path / (checkpoint + '.pt')} does not exist: has the run in {run.path} finished an epoch?")
     model = build_model(c.model, **model_kwargs(c, record.get("num_classes", 10)))
     model.load_state_dict(state["state_dict"] if checkpoint == "best" else state["model"])

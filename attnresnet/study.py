@@ -15,8 +15,9 @@ from .data import REPO_DIR
 
 # %% auto #0
 __all__ = ['ABLATIONS', 'ABLATION_NAMES', 'RUNNERS', 'ABLATION_HEADERS', 'PAPER_TABLE2', 'Ablation', 'claims_table', 'Run',
-           'ablation_runs', 'run_command', 'grid_command', 'write_commands', 'run_grid', 'collect_results', 'mean_std',
-           'ablation_table', 'scale_note', 'specifications_table', 'per_class_table', 'write_table']
+           'ablation_runs', 'run_command', 'grid_command', 'write_commands', 'run_grid', 'collect_results',
+           'diverged_runs', 'mean_std', 'ablation_table', 'scale_note', 'specifications_table', 'per_class_table',
+           'write_table']
 
 # %% ../nbs/07_study.ipynb #7662ea23
 @dataclass(frozen=True)
@@ -152,10 +153,17 @@ def _start(run: Run, gpu, runner: str, cwd: Path, die_with_us: list) -> tuple:
     p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
     return p, err, time.perf_counter()
 
-def _finished(p, run: Run, gpu, err, t0: float, log) -> str | None:
+def _diverged(run_dir: Path) -> dict | None:
+    "The `diverged` record of the run in `run_dir`'s `metrics.json`, if it stopped that way."
+    try: return json.loads((run_dir / "metrics.json").read_text()).get("diverged")
+    except (OSError, ValueError): return None
+
+def _finished(p, run: Run, gpu, err, t0: float, log, cwd: Path = Path(".")) -> str | None:
     "Log a finished run; returns the failure's message (None if it succeeded) and closes its stderr file."
     try:
         if p.returncode:
+            diverged = _diverged(cwd / run.run_dir)
+            if diverged: return log(f"diverged: {run.run_dir}: {diverged['message']}")  # a result, shown as such: not a failure
             err.seek(0)
             return f"run {run.run_dir} failed (exit {p.returncode}):\n{err.read()[-3000:].decode(errors='replace')}"
         log(f"finished {run.run_dir} in {time.perf_counter() - t0:.0f}s" + (f" on GPU {gpu}" if gpu is not None else ""))
@@ -184,7 +192,7 @@ def run_grid(runs: list[Run], runner: str = "papermill", gpus: list | None = Non
                 for p in [p for p in running if p.poll() is not None]:
                     run, gpu, err, t0 = running.pop(p)
                     free.append(gpu)
-                    if (msg := _finished(p, run, gpu, err, t0, log)) is not None: failed.append(msg)
+                    if (msg := _finished(p, run, gpu, err, t0, log, cwd)) is not None: failed.append(msg)
         finally:
             if running: log(f"stopping {len(running)} unfinished run(s): {', '.join(str(r.run_dir) for r, *_ in running.values())}")
             _stop(list(running), grace)
@@ -197,8 +205,7 @@ def run_grid(runs: list[Run], runner: str = "papermill", gpus: list | None = Non
     return todo
 
 # %% ../nbs/07_study.ipynb #47c60316
-def collect_results(runs_dir) -> list[dict]:
-    "Parameters, environment, metrics and history of every finished run under `runs_dir/<name>/seed<k>`."
+def _ended_runs(runs_dir) -> list[dict]:
     out = []
     for m in sorted(Path(runs_dir).glob("*/seed*/metrics.json")):
         d = m.parent
@@ -206,6 +213,14 @@ def collect_results(runs_dir) -> list[dict]:
         out.append(dict(name=d.parent.name, seed=cfg["parameters"]["seed"], run_dir=str(d), params=cfg["parameters"],
                         environment=cfg["environment"], metrics=json.loads(m.read_text()), history=read_history(d)))
     return out
+
+def collect_results(runs_dir) -> list[dict]:
+    "Parameters, environment, metrics and history of every completed run under `runs_dir/<name>/seed<k>` (diverged runs: `diverged_runs`)."
+    return [r for r in _ended_runs(runs_dir) if r["metrics"].get("completed", True)]
+
+def diverged_runs(runs_dir) -> list[dict]:
+    "The runs under `runs_dir` that stopped because their loss stopped being finite (`metrics.json`'s `diverged`), as `collect_results` rows."
+    return [r for r in _ended_runs(runs_dir) if r["metrics"].get("diverged")]
 
 def mean_std(values: list[float]) -> str:
     "`mean ± std` in percent (std over seeds; '-' for one seed)."
@@ -216,20 +231,22 @@ def mean_std(values: list[float]) -> str:
 
 def _mean(values): return statistics.mean(values) if values else None
 
-def ablation_table(results: list[dict]) -> list[dict]:
-    "Rows of the ablation table: parameters, val/test accuracy (mean ± std, n), change vs full, the paper's claim (flip TTA where run)."
-    by = {}
+def ablation_table(results: list[dict], diverged: list[dict] = ()) -> list[dict]:
+    "Rows of the ablation table: parameters, val/test accuracy (mean ± std, n; `diverged` runs counted beside n), change vs full, the paper's claim."
+    by, lost = {}, {}
+    for r in diverged: lost.setdefault(r["name"], []).append(r)
     for r in results: by.setdefault(r["name"], []).append(r)
     full_val = _mean([r["metrics"]["best_val_acc"] for r in by.get("full", []) if r["metrics"]["best_val_acc"] is not None])
     full_test = _mean([r["metrics"]["test_acc"] for r in by.get("full", [])])
     rows = []
     for a in ABLATIONS:
-        rs = by.get(a.name)
-        if not rs: continue
+        rs = by.get(a.name, [])
+        if not rs and a.name not in lost: continue
         val = [r["metrics"]["best_val_acc"] for r in rs if r["metrics"]["best_val_acc"] is not None]
         test = [r["metrics"]["test_acc"] for r in rs]
         delta = lambda v, ref: "-" if a.name == "full" or ref is None or not v else f"{100 * (_mean(v) - ref):+.2f}"
-        rows.append(dict(configuration=a.name, parameters=rs[0]["metrics"]["parameters"], n=len(rs),
+        n = f"{len(rs)} (+{len(lost[a.name])} diverged)" if a.name in lost else len(rs)
+        rows.append(dict(configuration=a.name, parameters=(rs or lost[a.name])[0]["metrics"]["parameters"], n=n,
                          val_acc=mean_std(val), val_acc_paper=mean_std(_paper_protocol(rs)),
                          test_acc=mean_std(test), test_acc_tta=mean_std([r["metrics"]["test_acc_tta"] for r in rs]),
                          delta_val=delta(val, full_val), delta_test=delta(test, full_test),

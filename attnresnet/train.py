@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_train.ipynb #3f720265
 from __future__ import annotations
-import argparse, contextlib, copy, dataclasses, itertools, json, math, os, sys, time, warnings
+import argparse, contextlib, copy, dataclasses, gc, itertools, json, math, os, sys, time, warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable
@@ -26,8 +26,8 @@ from .runs import RunDir, RunRefused, environment, data_folder
 # %% auto #0
 __all__ = ['CPU_FALLBACK_HOURS', 'autocast', 'prepare_batch', 'ema_update', 'ema_decay_at', 'lr_factor', 'predict_views',
            'predict', 'accuracy', 'classification_metrics', 'Distributed', 'ddp_backend', 'distributed', 'rank_batch',
-           'CPUSyncBatchNorm', 'sync_batchnorm', 'check_world_size', 'Trainer', 'paper_protocol', 'EpochLog', 'fit',
-           'arg_parser', 'params_from_config', 'main']
+           'check_batch', 'CPUSyncBatchNorm', 'sync_batchnorm', 'check_world_size', 'Trainer', 'TrainingDiverged',
+           'paper_protocol', 'EpochLog', 'fit', 'arg_parser', 'params_from_config', 'main']
 
 # %% ../nbs/06_train.ipynb #e7d22c93
 def autocast(precision: str, device: torch.device):
@@ -156,6 +156,12 @@ def all_sum(self: Distributed, t: torch.Tensor) -> torch.Tensor:
     if self.active: tdist.all_reduce(t)
     return t
 
+@patch
+def all_min(self: Distributed, t: torch.Tensor) -> torch.Tensor:
+    "The smallest of every process's `t`, in place."
+    if self.active: tdist.all_reduce(t, op=tdist.ReduceOp.MIN)
+    return t
+
 # %% ../nbs/06_train.ipynb #ca143d67
 def ddp_backend(device: str = "auto") -> str:
     "The collective backend for a config's `device` under torchrun: NCCL on GPUs, gloo on CPUs."
@@ -178,6 +184,7 @@ def distributed(device: str = "auto", env: dict | None = None):
     if joined: tdist.init_process_group(d.backend, rank=d.rank, world_size=d.world_size)
     try: yield d
     finally:
+        gc.collect()  # the trainer's reference cycles hold DDP and the group: free them now, not at interpreter exit
         if joined: tdist.destroy_process_group()
 
 # %% ../nbs/06_train.ipynb #a843e96c
@@ -188,6 +195,15 @@ def rank_batch(c: TrainConfig, world_size: int = 1) -> tuple[int, int]:
         raise ValueError(f"batch_size={c.batch_size} cannot be split over {world_size} processes (ddp_batch='global'): "
                          f"use a multiple of {world_size}, or ddp_batch='per_rank'")
     return c.batch_size // world_size, 1
+
+# %% ../nbs/06_train.ipynb #9edbab8c
+def check_batch(batch: int, device: torch.device, precision: str, channels_last: bool, world_size: int = 1):
+    "Refuse an odd per-process batch on the CPU with bf16 and channels-last, which makes torch's convolution backward corrupt memory."
+    if not (device.type == "cpu" and precision == "bf16" and channels_last and batch % 2): return
+    share = f" ({batch} per process over {world_size} processes)" if world_size > 1 else ""
+    raise ValueError(f"batch_size: {batch} image(s) per step{share} is odd, and on the CPU with precision='bf16' and "
+                     f"channels_last=True torch {torch.__version__.split('+')[0]}'s convolution backward corrupts memory for odd "
+                     "batches (the process aborts). Use an even batch_size per process, or precision='fp32', or channels_last=False")
 
 # %% ../nbs/06_train.ipynb #e306fc12
 def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
@@ -267,6 +283,7 @@ class Trainer:
         if c.channels_last: self.model = self.model.to(memory_format=torch.channels_last)
         if d.rank: torch.manual_seed(c.seed + 1000 * d.rank)  # dropout: each process its own stream (rank 0 keeps one process's)
         self.batch, self.lr_scale = rank_batch(c, d.world_size)
+        check_batch(self.batch, self.device, self.precision, c.channels_last, d.world_size)
         self.loader = DeviceLoader(s.train_x, s.train_y, self.batch, shuffle=True, drop_last=True, device=self.device, seed=c.seed,
                                    rank=d.rank, world_size=d.world_size)
         if len(self.loader) == 0: raise ValueError(f"batch_size={c.batch_size} is larger than the {len(s.train_x)} training images")
@@ -333,19 +350,25 @@ def train_step(self: Trainer, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch
 # %% ../nbs/06_train.ipynb #b108c270
 @patch
 def train_epoch(self: Trainer, progress=None) -> dict:
-    "Train one epoch; returns mean loss, accuracy on the (augmented) batches, final learning rate, images/s, seconds."
+    "Train one epoch; returns mean loss, accuracy on the (augmented) batches, final learning rate, images/s, seconds (`self.nonfinite`: where the loss stopped being finite, else None)."
     self.train_model.train()
-    t0, total, correct, n_img = time.perf_counter(), torch.zeros((), device=self.device), torch.zeros((), device=self.device), 0
+    zero = lambda: torch.zeros((), device=self.device)
+    t0, total, correct, n_img = time.perf_counter(), zero(), zero(), 0
+    nonfinite, clean = zero(), zero()  # non-finite losses, and steps before the first of them: device-side, no wait
     for xb, yb in self.loader:
         loss, right = self.train_step(xb, yb)
         total += loss; correct += right; n_img += len(xb)
+        nonfinite += ~loss.isfinite(); clean += nonfinite == 0
         if progress is not None: progress.update(1)
     if self.swa_model is not None and self.epoch >= self.swa_epoch:
         self.swa_model.update_parameters(self.model); self.swa_scheduler.step()
+    n = torch.tensor(float(n_img), device=self.device)
     if self.dist.active:  # the epoch's numbers over every process: one all-reduce
-        sums = self.dist.all_sum(torch.stack([total, correct, torch.tensor(float(n_img), device=self.device)]))
-        total, correct, n_img = sums[0] / self.dist.world_size, sums[1], sums[2].item()
-    train_loss, train_acc = (total / len(self.loader)).item(), (correct / n_img).item()  # waits for the GPU: once per epoch
+        total, correct, n, nonfinite = self.dist.all_sum(torch.stack([total, correct, n, nonfinite]))
+        total = total / self.dist.world_size
+    train_loss, train_acc, n_img, bad, first = torch.stack([total / len(self.loader), correct / n, n, nonfinite, clean]).tolist()  # waits for the GPU: once per epoch
+    if bad and self.dist.active: first = self.dist.all_min(torch.tensor(first, device=self.device)).item()  # the earliest process's (rare: only when diverged)
+    self.nonfinite = dict(epoch=self.epoch + 1, step=int(first) + 1, steps=len(self.loader), losses=int(bad)) if bad else None
     seconds = time.perf_counter() - t0
     return dict(train_loss=train_loss, train_acc=train_acc, lr=self.optimizer.param_groups[0]["lr"],
                 images_per_s=n_img / seconds, seconds=seconds)
@@ -381,7 +404,7 @@ def keep_best(self: Trainer, row: dict):
 
 @patch
 def _set_best(self: Trainer, name: str, module: nn.Module, val_acc: float):
-    self.best = dict(val_acc=val_acc, epoch=self.epoch, weights=name)
+    self.best = dict(val_acc=val_acc, epoch=self.epoch, weights=name, **{k: v for k, v in self.best.items() if k == "lost"})
     if self.run is not None: self.run.save_checkpoint("best", dict(weights=name, epoch=self.epoch, state_dict=module.state_dict()))
     else: self._best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}  # no files: kept in memory
 
@@ -404,6 +427,7 @@ def run_epoch(self: Trainer, progress=None) -> dict:
     "Train and validate one epoch, keep the best weights, write history and `last.pt`; returns the epoch's history row."
     t0 = time.perf_counter()
     row = dict(epoch=self.epoch + 1, **self.train_epoch(progress))
+    if self.nonfinite is not None: self.stop_diverged()  # before anything is written: the last good checkpoint stays
     self.epoch += 1
     row.update(self.dist.broadcast(self.validate() if self.dist.main else None))  # rank 0 validates for all
     self.history.append(row)
@@ -416,12 +440,40 @@ def run_epoch(self: Trainer, progress=None) -> dict:
         if self.run is not None: self.run.save_checkpoint("last", state)
     return row
 
+# %% ../nbs/06_train.ipynb #5ede1d84
+class TrainingDiverged(RunRefused):
+    "The training loss stopped being finite: the run was stopped and recorded as diverged (the message says where and why)."
+
+def _diverged_message(c: TrainConfig, precision: str, bad: dict, last_good: int) -> str:
+    causes = f"a learning rate too high for this network (lr={c.lr:g}; lower it, or warm up with warmup_epochs)"
+    if precision != "fp32": causes += f", or {precision} arithmetic overflowing (try precision='fp32')"
+    kept = f"last.pt (epoch {last_good}) and history.csv are kept" if last_good else "no epoch had finished"
+    return (f"training diverged: the loss was not finite at epoch {bad['epoch']}, step {bad['step']} of {bad['steps']} "
+            f"({bad['losses']} non-finite losses in that epoch). Likely cause: {causes}. The run stopped; {kept}, and "
+            "metrics.json records it as diverged. Start a new run_dir with other parameters")
+
+@patch
+def stop_diverged(self: Trainer):
+    "Record the run as diverged (rank 0 writes `metrics.json`; the last good checkpoint and history stay) and raise `TrainingDiverged`."
+    c, s, bad = self.config, self.splits, self.nonfinite
+    message = _diverged_message(c, self.precision, bad, self.epoch)
+    if self.run is not None:
+        has_val = len(s.val_y) > 0 and self.best["epoch"] > 0
+        self.run.write_metrics(dict(
+            model=c.model, recipe=c.recipe, parameters=count_parameters(self.model), epochs=self.epoch, data_source=s.source,
+            splits=dict(train=len(s.train_x), val=len(s.val_x), test=len(s.test_x)),
+            best_val_acc=self.best["val_acc"] if has_val else None, best_epoch=self.best["epoch"] if has_val else None,
+            chosen_weights=None, test_acc=None, test_acc_tta=None, paper_protocol=paper_protocol(self.history),
+            classes=list(s.classes), wall_time_s=self.elapsed, device=str(self.device), device_name=device_name(self.device),
+            precision=self.precision, completed=False, diverged=dict(**bad, optimizer_step=self.steps - bad["steps"] + bad["step"], message=message)))
+    raise TrainingDiverged(message)
+
 # %% ../nbs/06_train.ipynb #f1579b5c
 @patch
 def state_dict(self: Trainer) -> dict:
     "Everything needed to continue this run exactly."
     optional = lambda m: m.state_dict() if m is not None else None
-    s = dict(epoch=self.epoch, steps=self.steps, planned_epochs=self.planned_epochs, history=self.history, best=self.best,
+    s = dict(parameters=dataclasses.asdict(self.config), epoch=self.epoch, steps=self.steps, planned_epochs=self.planned_epochs, history=self.history, best=self.best,
                 elapsed=self.elapsed, model=self.model.state_dict(), ema=optional(self.ema), swa=optional(self.swa_model),
                 optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
                 swa_scheduler=optional(self.swa_scheduler), scaler=self.scaler.state_dict(), loader=self.loader.state_dict(),
@@ -449,10 +501,14 @@ def load_state_dict(self: Trainer, s: dict):
 # %% ../nbs/06_train.ipynb #13ab1b6e
 @patch
 def resume(self: Trainer, run: RunDir | None = None):
-    "Write the run's `config.json` (rank 0) and continue from `run`'s `last.pt` (default: the trainer's), if there is one."
+    "Continue from `run`'s `last.pt` (default: the trainer's) if there is one and it was trained with these parameters; writes `config.json` (rank 0)."
+    run = run or self.run
+    state = run.load_checkpoint("last", map_location="cpu" if self.dist.active else None)
+    if state is not None: run.check_checkpoint(self.config, state)  # before config.json is rewritten
     if self.run is not None: self._write_config()
-    state = (run or self.run).load_checkpoint("last", map_location="cpu" if self.dist.active else None)
-    if state is not None: self.load_state_dict(state)
+    if state is not None:
+        self.load_state_dict(state)
+        self._recover_best()
 
 @patch
 def _write_config(self: Trainer):
@@ -464,6 +520,20 @@ def _write_config(self: Trainer):
                           data_path=data_path, classes=list(s.classes), num_classes=len(s.classes), splits=splits,
                           normalization=dict(mean=list(n[0]), std=list(n[1]), source=c.normalization), precision=self.precision,
                           distributed=dict(world_size=self.dist.world_size, backend=self.dist.backend or None))
+
+# %% ../nbs/06_train.ipynb #a85229e6
+@patch
+def _recover_best(self: Trainer):
+    "After a resume without `best.pt`: rebuild it from `last.pt`'s weights (exact when the best epoch was last.pt's own; else say so)."
+    if self.run is None or not len(self.splits.val_y) or not self.history or self.best["epoch"] == 0: return
+    if (self.run.path / "best.pt").exists(): return
+    lost, self.best = self.best, dict(val_acc=-1.0, epoch=0, weights="raw")
+    self.keep_best(self.history[-1])  # last.pt's candidates, with the validation accuracies they had
+    if (self.best["epoch"], self.best["weights"]) == (lost["epoch"], lost["weights"]): return  # rebuilt exactly
+    self.best["lost"] = {k: lost[k] for k in ("val_acc", "epoch", "weights")}
+    warnings.warn(f"{self.run.path / 'best.pt'} is missing: the best weights it held ({lost['weights']}, epoch {lost['epoch']}, "
+                  f"validation {100 * lost['val_acc']:.2f}%) are lost; choosing among the weights of epoch {self.epoch} on "
+                  "(recorded as lost_best in metrics.json). To keep the original choice, restore best.pt and rerun", stacklevel=2)
 
 # %% ../nbs/06_train.ipynb #d93465ad
 CPU_FALLBACK_HOURS = 3.0  # longer runs need device="cpu" explicitly when device="auto" found no GPU
@@ -516,7 +586,10 @@ def chosen(self: Trainer, swa: nn.Module | None = None) -> tuple[str, nn.Module]
     final = {**self.candidates(), **({"swa": swa} if swa is not None else {})}
     if not len(self.splits.val_y): return next((k, final[k]) for k in ("swa", "ema", "raw") if k in final)
     c = self.config
-    state = self.run.load_checkpoint("best")["state_dict"] if self.run is not None else self._best_state
+    best = self.run.load_checkpoint("best") if self.run is not None else dict(state_dict=self._best_state)
+    if best is None: raise RunRefused(f"{self.run.path / 'best.pt'} disappeared during the run; rerun the same command: the run "
+                                      "resumes from last.pt and rebuilds best.pt from it (nothing is retrained)")
+    state = best["state_dict"]
     model = build_model(c.model, **model_kwargs(c, len(self.splits.classes))).to(self.device)
     model.load_state_dict(state)
     return self.best["weights"], model.to(memory_format=torch.channels_last) if c.channels_last else model
@@ -549,7 +622,8 @@ def finish(self: Trainer) -> dict:
         per_class=test["per_class"], confusion_matrix=test["confusion_matrix"], classes=list(s.classes),
         wall_time_s=self.elapsed + time.perf_counter() - t0, train_time_s=train_seconds,
         images_per_s=len(self.loader) * self.batch * self.dist.world_size * len(self.history) / max(train_seconds, 1e-9),
-        device=str(self.device), device_name=device_name(self.device), precision=self.precision, completed=True)
+        device=str(self.device), device_name=device_name(self.device), precision=self.precision, completed=True,
+        **({"lost_best": self.best["lost"]} if "lost" in self.best else {}))
     if self.run is not None: self.run.write_metrics(metrics)
     return self.dist.broadcast(metrics)
 
@@ -602,18 +676,25 @@ def fit(config: TrainConfig | dict | None = None, on_epoch: Callable | None = No
     c = make_config(config, **overrides)
     run = RunDir(c.run_dir)
     run.check_same(c)
-    if run.finished: return run.read_json("metrics.json")
+    if run.finished:
+        metrics = run.read_json("metrics.json")
+        if metrics.get("diverged"): raise TrainingDiverged(metrics["diverged"]["message"])
+        return metrics
     check_data(c)
     with distributed(c.device) as d, run.lock() if d.main else contextlib.nullcontext():  # one writer per run directory: rank 0
         check_world_size(run, d.world_size)
-        tr = Trainer(c, splits, run if d.main else None, d)
-        tr.check_cpu_fallback()
-        tr.resume(run)
-        with EpochLog(tr) as log:
-            while not tr.done:
-                log(tr.run_epoch(log.batches()))
-                if on_epoch is not None: on_epoch(tr.history)
-        return tr.finish()
+        return _train(c, splits, run if d.main else None, d, on_epoch)
+
+def _train(c: TrainConfig, splits, run: RunDir | None, d: Distributed, on_epoch: Callable | None) -> dict:
+    "`fit`'s training: the trainer lives in this frame only, so it is gone before `distributed` leaves the process group."
+    tr = Trainer(c, splits, run, d)
+    tr.check_cpu_fallback()
+    tr.resume(RunDir(c.run_dir))
+    with EpochLog(tr) as log:
+        while not tr.done:
+            log(tr.run_epoch(log.batches()))
+            if on_epoch is not None: on_epoch(tr.history)
+    return tr.finish()
 
 # %% ../nbs/06_train.ipynb #63c787c3
 def _parse_bool(v: str) -> bool:

@@ -252,14 +252,14 @@ def test_full_disk_names_the_file(tmp_path):
 
 
 def test_failed_report_leaves_the_previous_figures(tmp_path):
-    from attnresnet.helpers import staging_dir, replace_dir
-    figures = tmp_path / "figures"; figures.mkdir(); (figures / "fig1.png").write_text("old run")
+    from attnresnet.helpers import staging_dir, replace_dir, OUTPUTS_MARK
+    figures = tmp_path / "figures"; figures.mkdir(); (figures / OUTPUTS_MARK).touch(); (figures / "fig1.png").write_text("old run")
     stage = staging_dir(figures)
     (stage / "fig1.png").write_text("new run")
     # the report fails here: the folder still holds the old set, whole
     assert (figures / "fig1.png").read_text() == "old run"
     (stage / "fig2.png").write_text("new run"); replace_dir(stage, figures)
-    assert {p.read_text() for p in figures.iterdir()} == {"new run"}
+    assert {p.read_text() for p in figures.iterdir() if p.name != OUTPUTS_MARK} == {"new run"}
 
 
 def test_long_run_does_not_fall_back_to_the_cpu_silently(tree, tmp_path):
@@ -289,3 +289,179 @@ def test_report_refuses_a_misspelt_parameter(tmp_path):
                                    parameters=dict(figure_dir=str(tmp_path / "figs")), kernel_name="python3", cwd=str(tmp_path),
                                    progress_bar=False)
     assert not (tmp_path / "figs").exists()
+
+
+# issue 23: diverged runs, 16-bit and animated images, odd CPU bf16 batches, lost best.pt, hand-edited config.json,
+# figures_dir on a file, torchrun's exit (tests/test_ddp.py)
+import struct, zlib
+
+
+def _png16(path, values: torch.Tensor):
+    "Write `values` (uint16-range ints, (H, W) grey or (3, H, W) RGB) as a 16-bit PNG (torchvision writes 8-bit PNGs only)."
+    rgb = values.dim() == 3
+    h, w = values.shape[-2:]
+    pix = values.permute(1, 2, 0) if rgb else values
+    rows = b"".join(b"\0" + struct.pack(f">{w * (3 if rgb else 1)}H", *pix[y].flatten().tolist()) for y in range(h))
+    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2 if rgb else 0, 0, 0, 0))
+                           + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def _gif(path, frames: list, palette: list):
+    "Write an animated GIF of `frames` (lists of rows of palette indices) with uncompressed LZW (a clear code every 100 pixels)."
+    h, w = len(frames[0]), len(frames[0][0])
+    table = b"".join(bytes(c) for c in palette) + bytes(3 * (256 - len(palette)))
+    out = b"GIF89a" + struct.pack("<HHBBB", w, h, 0xF7, 0, 0) + table
+    out += b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"  # loop forever: an animation
+    for f in frames:
+        codes, pixels = [], [p for row in f for p in row]
+        for i in range(0, len(pixels), 100): codes += [256] + pixels[i:i + 100]
+        codes.append(257)
+        bits = "".join(format(c, "09b")[::-1] for c in codes)
+        bits += "0" * (-len(bits) % 8)
+        data = bytes(int(bits[i:i + 8][::-1], 2) for i in range(0, len(bits), 8))
+        out += b"\x21\xf9\x04\x00\x0a\x00\x00\x00" + b"\x2c" + struct.pack("<HHHHB", 0, 0, w, h, 0) + b"\x08"
+        out += b"".join(bytes([len(data[i:i + 255])]) + data[i:i + 255] for i in range(0, len(data), 255)) + b"\x00"
+    Path(path).write_bytes(out + b"\x3b")
+
+
+def test_16bit_and_animated_images_decode_like_8bit_ones(tree):
+    "A 16-bit grey PNG, a 16-bit RGB PNG and an animated GIF beside 8-bit PNGs: scaled to 8 bits (>>8), first frame, RGB."
+    grey, rgb, gif = (tree / "train" / "class0" / n for n in ("g16.png", "c16.png", "anim.gif"))
+    _png16(grey, torch.full((32, 32), 50000))                                # 50000 >> 8 = 195 (the low byte would be 80)
+    _png16(rgb, torch.stack([torch.full((32, 32), v) for v in (65535, 257 * 7, 0)]))  # an 8-bit colour saved as 16-bit
+    _gif(gif, [[[1] * 32] * 32, [[2] * 32] * 32], [(0, 0, 0), (200, 10, 20), (0, 0, 255)])
+    from attnresnet.data import decode_image_file
+    test = {f: decode_image_file(f) for f in (grey, rgb, gif)}
+    assert all(x.dtype == torch.uint8 and x.shape == (3, 32, 32) for x in test.values())
+    assert test[grey].unique().tolist() == [195]
+    assert [test[rgb][c].unique().tolist() for c in range(3)] == [[255], [7], [0]]
+    assert [test[gif][c].unique().tolist() for c in range(3)] == [[200], [10], [20]]  # the first frame
+    s = load_images(tree)
+    files = sorted(p.name for p in (tree / "train" / "class0").iterdir())
+    for f in (grey, rgb, gif): assert torch.equal(s.train_x[files.index(f.name)], test[f])  # training decodes the same way
+    from attnresnet.predict import read_image
+    for f in (grey, rgb, gif): assert torch.equal(read_image(f), test[f])  # and so does predict
+
+
+def test_predict_on_16bit_and_8bit_images_together(tmp_path):
+    from attnresnet.predict import Classifier, read_image
+    from attnresnet.models import build_model
+    _png16(tmp_path / "g16.png", torch.full((40, 30), 50000))
+    from torchvision.io import write_png
+    write_png(torch.full((3, 32, 32), 195, dtype=torch.uint8), str(tmp_path / "g8.png"))
+    clf = Classifier(build_model("attnresnet", width=4).eval(), [f"c{i}" for i in range(10)], [0.5] * 3, [0.25] * 3)
+    images = [read_image(tmp_path / "g16.png"), read_image(tmp_path / "g8.png")]
+    p = clf.probabilities(images)  # the old decoding gave uint16 beside uint8: a dtype error here
+    torch.testing.assert_close(p[0], p[1], atol=1e-5, rtol=0)  # the same grey, whether stored in 16 or 8 bits
+
+
+def test_diverged_run_stops_and_is_recorded(tree, tmp_path):
+    "lr=1e6 makes the loss non-finite: the run stops with one line naming epoch, step and cause; metrics.json says diverged."
+    run = tmp_path / "run"
+    r = run_cli("--data", tree, "--run-dir", run, *TINY, "--epochs", "4", "--lr", "1e6", timeout=300)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    line = r.stderr.strip().splitlines()[-1]
+    m = re.search(r"training diverged: the loss was not finite at epoch (\d+), step (\d+) of \d+", line)
+    assert m and "lr=1e+06" in line and "learning rate" in line, line
+    epoch = int(m.group(1))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["completed"] is False and metrics["diverged"]["epoch"] == epoch and metrics["test_acc"] is None
+    from attnresnet.runs import read_history
+    assert [h["epoch"] for h in read_history(run)] == list(range(1, epoch))  # the good epochs' history stays
+    last = torch.load(run / "last.pt", weights_only=True) if epoch > 1 else None
+    assert last is None or (last["epoch"] == epoch - 1 and all(torch.isfinite(t).all() for t in last["model"].values()))
+    again = run_cli("--data", tree, "--run-dir", run, *TINY, "--epochs", "4", "--lr", "1e6", timeout=300)
+    assert again.returncode == 1 and "training diverged" in again.stderr  # a rerun says so again, without training
+
+
+def test_report_tables_show_diverged_runs(tmp_path):
+    from attnresnet.study import collect_results, ablation_table, diverged_runs
+    for seed, completed in ((0, True), (1, False)):
+        d = tmp_path / "full" / f"seed{seed}"; d.mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps(dict(parameters=dict(seed=seed, width=4), environment={})))
+        m = dict(parameters=1000, best_val_acc=0.5, test_acc=0.4, test_acc_tta=None, paper_protocol=None, completed=completed)
+        if not completed: m.update(best_val_acc=None, test_acc=None, diverged=dict(epoch=2, step=3, message="training diverged: ..."))
+        (d / "metrics.json").write_text(json.dumps(m))
+    results = collect_results(tmp_path)
+    assert [r["seed"] for r in results] == [0]  # the tables' numbers come from completed runs only
+    assert [(r["name"], r["seed"]) for r in diverged_runs(tmp_path)] == [("full", 1)]
+    row, = ablation_table(results, diverged_runs(tmp_path))
+    assert row["n"] == "1 (+1 diverged)" and row["test_acc"] == "40.00"
+
+
+def _finished_tiny_run(tree, run):
+    r = run_cli("--data", tree, "--run-dir", run, *TINY, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_lost_best_checkpoint_is_rebuilt_or_replaced(tree, tmp_path):
+    "best.pt deleted after a kill, the best epoch earlier than last.pt's: the rerun finishes, says so and records it."
+    run = tmp_path / "run"; _finished_tiny_run(tree, run)
+    (run / "metrics.json").unlink(); (run / "best.pt").unlink()  # killed before the test pass; best.pt lost
+    state = torch.load(run / "last.pt", weights_only=True)
+    state["best"] = dict(val_acc=1.0, epoch=1, weights="raw")  # unbeatable and earlier than last.pt's epoch 2
+    torch.save(state, run / "last.pt")
+    r = run_cli("--data", tree, "--run-dir", run, *TINY, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "best.pt" in r.stderr and "epoch 1" in r.stderr
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["best_epoch"] == 2 and m["lost_best"]["epoch"] == 1 and (run / "best.pt").exists()
+
+
+def test_lost_best_checkpoint_of_the_last_epoch_is_rebuilt_exactly(tree, tmp_path):
+    run = tmp_path / "run"; _finished_tiny_run(tree, run)
+    before = json.loads((run / "metrics.json").read_text())
+    state = torch.load(run / "last.pt", weights_only=True)
+    row = state["history"][-1]
+    name = max(("raw", "ema"), key=lambda n: row[f"val_acc_{n}"])
+    state["best"] = dict(val_acc=row[f"val_acc_{name}"], epoch=2, weights=name)  # the best was last.pt's own epoch
+    torch.save(state, run / "last.pt")
+    (run / "metrics.json").unlink(); (run / "best.pt").unlink()
+    r = run_cli("--data", tree, "--run-dir", run, *TINY, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads((run / "metrics.json").read_text())
+    assert (m["best_epoch"], m["chosen_weights"], "lost_best" in m) == (2, name, False)
+    assert m["best_val_acc"] == row[f"val_acc_{name}"]
+
+
+def test_hand_edited_config_is_refused_on_resume(tree, tmp_path):
+    run = tmp_path / "run"; _finished_tiny_run(tree, run)
+    (run / "metrics.json").unlink()  # an unfinished run
+    cfg = json.loads((run / "config.json").read_text()); cfg["parameters"]["lr"] = 0.5
+    (run / "config.json").write_text(json.dumps(cfg))
+    r = subprocess.run([sys.executable, "-m", "attnresnet.train", "--config", str(run / "config.json")], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "lr" in r.stderr and "last.pt" in r.stderr and "0.5" in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and not (run / "metrics.json").exists()
+    assert json.loads((run / "config.json").read_text())["parameters"]["lr"] == 0.5  # left as the user wrote it
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_odd_cpu_bf16_channels_last_batch_is_refused(tree, tmp_path, batch):
+    "torch's CPU bf16 channels-last convolution backward corrupts memory on odd batches (the process aborts): refused by name."
+    r = run_cli("--data", tree, "--run-dir", tmp_path / "run", *TINY, "--batch-size", batch, "--device", "cpu",
+                "--precision", "bf16", "--channels-last", "true", timeout=300)
+    assert r.returncode == 1 and "batch_size" in r.stderr and "even" in r.stderr, (r.returncode, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr
+
+
+def test_figures_dir_on_a_file_or_a_foreign_folder_is_refused(tmp_path):
+    from attnresnet.helpers import staging_dir, replace_dir
+    notes = tmp_path / "notes.txt"; notes.write_text("mine")
+    with pytest.raises(ValueError, match="notes.txt.*not a folder"):
+        staging_dir(notes)
+    photos = tmp_path / "photos"; photos.mkdir(); (photos / "cat.png").write_text("mine")
+    with pytest.raises(ValueError, match="photos.*not written by"):
+        staging_dir(photos)
+    stage = tmp_path / ".stage"; stage.mkdir()
+    for target in (notes, photos):
+        with pytest.raises(ValueError):
+            replace_dir(stage, target)
+    assert notes.read_text() == "mine" and (photos / "cat.png").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".stage", "notes.txt", "photos"]  # nothing renamed or hidden
+    figures = tmp_path / "figures"
+    replace_dir(staging_dir(figures), figures)  # a new folder, then the study's own: both replaced
+    (figures / "fig1.png").write_text("old")
+    new = staging_dir(figures); (new / "fig1.png").write_text("new"); replace_dir(new, figures)
+    assert (figures / "fig1.png").read_text() == "new"
