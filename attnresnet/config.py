@@ -13,9 +13,10 @@ from .models import MODELS, PAPER_WIDTH, check_wrn_depth
 from .augment import Augment, AUGMENT_PRESETS, check_mix_probs
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'NORMALIZATIONS', 'LR_SCHEDULES', 'RECIPES', 'MODEL_PARAMETERS', 'FIDELITY_HEADERS', 'TrainConfig',
-           'validate_config', 'check_data', 'make_config', 'resolve_device', 'cpu_has_fast_bf16', 'resolve_precision',
-           'device_name', 'model_kwargs', 'fidelity_table']
+__all__ = ['PRECISIONS', 'NORMALIZATIONS', 'LR_SCHEDULES', 'RECIPES', 'MODEL_PARAMETERS', 'AUTHORS_PROTOCOL', 'FIDELITY_HEADERS',
+           'AUTHORS_SETTINGS', 'NOT_IN_AUTHORS_CODE', 'TrainConfig', 'validate_config', 'check_data', 'make_config',
+           'resolve_device', 'cpu_has_fast_bf16', 'resolve_precision', 'device_name', 'model_kwargs',
+           'protocol_differences', 'fidelity_table', 'departures']
 
 # %% ../nbs/04_config.ipynb #94d321f4
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -37,7 +38,7 @@ class TrainConfig:
     block_dropout: float = 0.3       # wrn only: dropout inside each block (a WideResNet has none before its classifier)
     # data and augmentation (see `attnresnet.data`, `attnresnet.augment`)
     data: str = "cifar10"            # "cifar10" (torchvision download) or an image-folder root with train/ and test/
-    val_fraction: float = 0.1        # held out of the training set, stratified; the paper's protocol
+    val_fraction: float = 0.1        # share of the training set held out for validation (the paper: 10%)
     train_subset: int = 0            # 0: the whole training split; n: a stratified subset of n images (and validation in proportion)
     full_validation: bool = False    # with train_subset: validate on every held-out image instead of a proportional share
     augment: str = "advanced"        # per-image ops: "none", "basic" (crop + flip), "advanced" (+ rotation, colour, perspective) or "advanced_reflect"
@@ -45,6 +46,13 @@ class TrainConfig:
     mixup_prob: float = 0.3          # per-batch probability of Mixup (independent of `augment`)
     cutmix_prob: float = 0.3         # per-batch probability of CutMix (one draw decides: Mixup, CutMix or neither)
     mix_alpha: float = 1.0           # Beta(alpha, alpha) draws the mixing weight of Mixup and CutMix
+    # validation protocol: the authors' code is `AUTHORS_PROTOCOL` (make_config(**AUTHORS_PROTOCOL))
+    split: str = "stratified"        # validation split: "stratified" (per class) or "random" (unstratified `random_split`, as the authors' code)
+    split_seed: int = -1             # the validation split follows `seed` when -1; a seed of 0 or more fixes one split for every run (the authors' 42)
+    val_augment: bool = False        # validate on images given the training augmentation afresh each epoch (the authors' code), not clean ones
+    ema_buffers: bool = True         # the EMA averages batch-norm statistics too; False: parameters only (the authors' code), evaluated with the live model's statistics
+    eval_precision: str = "run"      # "run": validate and test in the training precision; "fp32" (the authors' code)
+    drop_last: bool = True           # drop each epoch's last partial training batch; False keeps it (the authors' code)
     # optimisation
     recipe: str = "paper"            # "paper" (section 2.4: these defaults) or "fast": `make_config` fills in `RECIPES[recipe]`
     epochs: int = 500                # with `time_budget`: the most epochs
@@ -57,8 +65,8 @@ class TrainConfig:
     nesterov: bool = True            # as the authors' code
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
-    grad_clip: float = 1.0           # max gradient norm (the paper gives none; 1.0 is the common choice); 0: off
-    ema_decay: float = 0.999         # EMA of weights and buffers; 0 turns EMA off
+    grad_clip: float = 1.0           # max gradient norm (the paper clips without a value; 1.0 is the authors' code's); 0: off
+    ema_decay: float = 0.999         # EMA of the weights (and batch-norm statistics: `ema_buffers`); 0 turns EMA off
     ema_warmup: bool = False         # the EMA's decay ramps up as 1 - (1 + step)^(-2/3) (timm's warm-up) until it reaches `ema_decay`
     swa: bool = False                # stochastic weight averaging over the last `swa_start` part (the WRN baseline)
     swa_start: float = 0.75          # fraction of the epochs after which SWA averages
@@ -101,7 +109,7 @@ def _check_types(c: TrainConfig):
 # %% ../nbs/04_config.ipynb #77e28221
 _CHOICES = dict(model=tuple(MODELS), augment=tuple(AUGMENT_PRESETS), precision=PRECISIONS, lr_schedule=LR_SCHEDULES,
                 recipe=tuple(RECIPES), normalization=(*NORMALIZATIONS, "data"), log=("", "tensorboard"),
-                ddp_batch=("global", "per_rank"))
+                ddp_batch=("global", "per_rank"), split=("stratified", "random"), eval_precision=("run", "fp32"))
 _POSITIVE = ("width", "depth", "widen_factor", "epochs", "batch_size", "eval_batch_size")
 _NON_NEGATIVE = ("train_subset", "seed", "lr", "momentum", "weight_decay", "grad_clip", "swa_lr", "time_budget", "warmup_epochs")
 _PROBABILITIES = ("dropout", "block_dropout", "mixup_prob", "cutmix_prob", "label_smoothing", "ema_decay", "val_fraction", "swa_start")
@@ -117,6 +125,7 @@ def _check_ranges(c: TrainConfig):
     for name in _PROBABILITIES:
         if not 0 <= getattr(c, name) < 1: raise ValueError(f"{name}={getattr(c, name)!r}: must be in [0, 1)")
     if c.mix_alpha <= 0: raise ValueError(f"mix_alpha={c.mix_alpha!r}: must be more than 0")
+    if c.split_seed < -1: raise ValueError(f"split_seed={c.split_seed!r}: -1 (the split follows seed) or a fixed seed >= 0")
 
 # %% ../nbs/04_config.ipynb #05392e03
 _DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
@@ -199,6 +208,13 @@ def model_kwargs(c: TrainConfig, num_classes: int = 10) -> dict:
     "The keyword arguments of `build_model(c.model, ...)` that a config sets."
     return dict(num_classes=num_classes, **{n: getattr(c, n) for n in MODEL_PARAMETERS[c.model]})
 
+# %% ../nbs/04_config.ipynb #71b64115
+AUTHORS_PROTOCOL = dict(split="random", split_seed=42, val_augment=True, ema_buffers=False, eval_precision="fp32", drop_last=False)
+
+def protocol_differences(c: TrainConfig) -> list[str]:
+    "The fields of `AUTHORS_PROTOCOL` in which `c` differs from the authors' validation protocol (empty: theirs exactly)."
+    return [k for k, v in AUTHORS_PROTOCOL.items() if getattr(c, k) != v]
+
 # %% ../nbs/04_config.ipynb #008c61aa
 def _augmentation_rows(c: TrainConfig, row) -> list[dict]:
     "Fidelity rows of the per-image augmentation and its order."
@@ -206,8 +222,8 @@ def _augmentation_rows(c: TrainConfig, row) -> list[dict]:
     stepwise = a["resample"] == "torchvision"
     return [
         row("crop", "random crop", "`RandomCrop(32, padding=4, padding_mode='reflect')`",
-            f"{a['crop_pad']}-pixel reflect-padded crop" if a["crop_pad"] else "none"),
-        row("flip", "horizontal flip", "`RandomHorizontalFlip()`", "horizontal, p 0.5" if a["flip"] else "none"),
+            f"{a['crop_pad']}-pixel reflect-padded crop" if a["crop_pad"] else "none", fields=("augment",)),
+        row("flip", "horizontal flip", "`RandomHorizontalFlip()`", "horizontal, p 0.5" if a["flip"] else "none", fields=("augment",)),
         row("rotation", "rotation", "`RandomRotation(15)`: nearest, corners 0",
             f"±{a['rotate']:g}°, " + ("nearest, corners 0" if stepwise else "bilinear, reflected corners"), "`augment='advanced_reflect'`"),
         row("colour jitter", "colour jitter", "`ColorJitter(0.1, 0.1, 0.1, 0.02)`",
@@ -220,39 +236,88 @@ def _augmentation_rows(c: TrainConfig, row) -> list[dict]:
 
 # %% ../nbs/04_config.ipynb #f3eb6a2f
 def _optimisation_rows(c: TrainConfig, row) -> list[dict]:
-    "Fidelity rows of normalisation, optimiser, schedule, regularisation, averaging, precision, validation and testing."
+    "Fidelity rows of normalisation, optimiser, schedule, regularisation, averaging and precision."
     norm = NORMALIZATIONS.get(c.normalization)
     return [
         row("normalisation", "-", "mean (0.4914, 0.4822, 0.4465), std (0.2023, 0.1994, 0.2010)",
-            f"mean {norm[0]}, std {norm[1]}" if norm else "the training split's own mean and std", "`normalization='data'`"),
+            f"mean {norm[0]}, std {norm[1]}" if norm else "the training split's own mean and std", "`normalization='data'`",
+            fields=("normalization",)),
         row("optimiser", "SGD, momentum 0.9, weight decay 5e-4", "the same, `nesterov=True`, lr 0.1",
-            f"SGD, momentum {c.momentum:g}, weight decay {c.weight_decay:g}, nesterov={c.nesterov}, lr {c.lr:g}", "`nesterov=False`"),
+            f"SGD, momentum {c.momentum:g}, weight decay {c.weight_decay:g}, nesterov={c.nesterov}, lr {c.lr:g}", "`nesterov=False`",
+            fields=("momentum", "weight_decay", "nesterov", "lr")),
         row("schedule", "cosine, no restarts", "`CosineAnnealingLR(T_max=epochs)` stepped per epoch, no warm-up",
-            f"`{c.lr_schedule}`, warm-up {c.warmup_epochs:g} epochs", "`lr_schedule='cosine'` (per step)"),
-        row("epochs, batch", "500, 128", "500, 128", f"{c.epochs}, {c.batch_size}"),
-        row("label smoothing", "yes", "0.1", f"{c.label_smoothing:g}"),
-        row("Mixup / CutMix", "both", "one draw per batch: < 0.3 Mixup, < 0.6 CutMix, alpha 1.0, loss mixed by lambda",
+            f"`{c.lr_schedule}`, warm-up {c.warmup_epochs:g} epochs", "`lr_schedule='cosine'` (per step)",
+            fields=("lr_schedule", "warmup_epochs")),
+        row("epochs", "500", "500", f"{c.epochs}", fields=("epochs",)),
+        row("batch size", "- (not given)", "128", f"{c.batch_size}", fields=("batch_size",)),
+        row("last partial batch", "-", "kept (352 batches of 45,000 images, the last of 72)",
+            "dropped (every step sees a full batch)" if c.drop_last else "kept", "`drop_last=False`", fields=("drop_last",)),
+        row("label smoothing", "0.1 (section 2.4)", "0.1", f"{c.label_smoothing:g}", fields=("label_smoothing",)),
+        row("Mixup / CutMix", "both", "one draw per batch: < 0.3 Mixup, < 0.6 CutMix, alpha 1.0, loss mixed by lambda; CutMix's lambda "
+            "recomputed from the pasted box's area",
             f"one draw per batch: < {c.mixup_prob:g} Mixup, < {c.mixup_prob + c.cutmix_prob:g} CutMix, alpha {c.mix_alpha:g}; "
-            "CutMix weighted by the pasted box's exact area"),
-        row("gradient clipping", "yes", "`clip_grad_norm_(max_norm=1.0)` after unscaling", f"max norm {c.grad_clip:g} after unscaling"),
-        row("EMA", "0.999", "0.999 every step; validation and the final model use the EMA weights",
-            f"{c.ema_decay:g} every step{', with warm-up' if c.ema_warmup else ''}; validation chooses between raw and EMA weights"),
-        row("precision", "mixed precision", "fp16 autocast + `GradScaler`",
+            "CutMix weighted by the pasted box's area (as the authors)", fields=("mixup_prob", "cutmix_prob", "mix_alpha")),
+        row("gradient clipping", "yes (no value given)", "`clip_grad_norm_(max_norm=1.0)` after unscaling",
+            f"max norm {c.grad_clip:g} after unscaling" if c.grad_clip else "off", fields=("grad_clip",)),
+        row("dropout", "0.3 before the classifier", "0.3 before the classifier", f"{c.dropout:g} before the classifier", fields=("dropout",)),
+        row("EMA", "0.999", "0.999 every step, of the parameters only (`named_parameters`): the EMA weights run with the live model's "
+            "batch-norm statistics",
+            f"{c.ema_decay:g} every step{', with warm-up' if c.ema_warmup else ''}, "
+            + ("of parameters and batch-norm statistics" if c.ema_buffers else "of the parameters only; batch-norm statistics are the live model's"),
+            "`ema_buffers=False`", fields=("ema_decay", "ema_warmup", "ema_buffers")),
+        row("training precision", "mixed precision", "fp16 autocast + `GradScaler`",
             f"`{c.precision}`: bf16 autocast where the device computes bf16 (no scaler, no host sync); else fp16 + `GradScaler` "
-            "on GPUs, fp32 on CPUs", "`precision='fp16'`"),
-        row("validation", "10% of the training data, 95.30%", "a random 10% carrying the training transforms; best of 500 per-epoch EMA accuracies",
-            f"a stratified {c.val_fraction:.0%}, not augmented (with `train_subset`, the same share of the subset); `metrics.json` "
-            "gives the study's numbers and `paper_protocol` (best per-epoch EMA accuracy); the official test set besides"),
+            "on GPUs, fp32 on CPUs", "`precision='fp16'`", fields=("precision",)),
+    ]
+
+# %% ../nbs/04_config.ipynb #ef7bf324
+def _evaluation_rows(c: TrainConfig, row) -> list[dict]:
+    "Fidelity rows of the data, the validation split and protocol, evaluation precision and testing."
+    data = ("torchvision's CIFAR-10 (`data='cifar10'`)" if c.data == "cifar10" else f"the image folder `{c.data}`") + \
+        "; this project's recorded runs used the offline copy `cifar10-jpeg`, CIFAR-10 re-encoded as JPEG (quality 75)"
+    return [
+        row("data", "CIFAR-10", "torchvision's CIFAR-10 (the original pixels)", data, "`data='cifar10'` (download)", fields=("data",)),
+        row("validation split", "10% of the training data", "unstratified `random_split` (45,000 / 5,000) under the global seed 42: "
+            "the same split in every run",
+            f"{c.split}, {c.val_fraction:.0%}, " + ("drawn with the run's seed (moves with it)" if c.split_seed == -1 else f"seed {c.split_seed} (the same for every run)")
+            + ("; with `train_subset`, the same share of the subset" if c.train_subset else ""),
+            "`split='random', split_seed=42`", fields=("split", "split_seed", "val_fraction", "train_subset")),
+        row("validation images", "-", "the training transforms, drawn afresh every epoch (the split is of the augmented dataset)",
+            "the training augmentation, drawn afresh every epoch" if c.val_augment else "clean (not augmented)", "`val_augment=True`",
+            fields=("val_augment",)),
+        row("evaluation precision", "-", "fp32 (validation outside autocast)",
+            "fp32" if c.eval_precision == "fp32" else "the training precision", "`eval_precision='fp32'`", fields=("eval_precision",)),
+        row("the reported figure", "95.30% validation accuracy", "the best of 500 per-epoch validation accuracies of the EMA weights "
+            "(their log, with its summary: `results/reference/`, `nbs/13_reference.ipynb`)",
+            "`metrics.json`: `authors_measure` (the same reading: best, final-epoch and last-10 mean of the EMA's per-epoch "
+            "validation accuracy, with the protocol's differences listed), clean validation of the weights validation chose, "
+            "test accuracy of the chosen and of the final-epoch weights", fields=()),
         row("test-time augmentation", "- (validation accuracy only)", "offered by the prediction script for its submission files",
             "flip TTA beside the plain test accuracy (`test_acc_tta`)" if c.tta else "none: the plain test accuracy (`test_acc`)",
-            "`tta=True` (a second test pass, over the mirror images)"),
+            "`tta=True` (a second test pass, over the mirror images)", fields=("tta",)),
     ]
 
 # %% ../nbs/04_config.ipynb #886d9e01
 FIDELITY_HEADERS = dict(setting="setting", paper="paper", authors="authors' code", study="this study (from the code)", switch="switch")
 
 def fidelity_table(c: TrainConfig | None = None) -> list[dict]:
-    "Rows (setting, paper, authors' code, this study, switch): the recipe of `c` (default: `TrainConfig()`) beside the paper and the authors' code."
+    "Rows (setting, paper, authors' code, this study, switch; `fields`: the `TrainConfig` fields a row covers) for the recipe of `c` (default: `TrainConfig()`)."
     c = c or TrainConfig()
-    row = lambda setting, paper, authors, study, switch="": dict(setting=setting, paper=paper, authors=authors, study=study, switch=switch)
-    return _augmentation_rows(c, row) + _optimisation_rows(c, row)
+    row = lambda setting, paper, authors, study, switch="", fields=(): dict(setting=setting, paper=paper, authors=authors, study=study,
+                                                                             switch=switch, fields=fields)
+    return _augmentation_rows(c, row) + _optimisation_rows(c, row) + _evaluation_rows(c, row)
+
+# %% ../nbs/04_config.ipynb #1b3debce
+AUTHORS_SETTINGS = dict(
+    model="attnresnet", width=31, channel_attention=True, spatial_attention=True, dropout=0.3, data="cifar10", val_fraction=0.1,
+    train_subset=0, augment="advanced", normalization="authors", mixup_prob=0.3, cutmix_prob=0.3, mix_alpha=1.0, epochs=500,
+    batch_size=128, lr=0.1, lr_schedule="cosine_epoch", warmup_epochs=0.0, momentum=0.9, nesterov=True, weight_decay=5e-4,
+    label_smoothing=0.1, grad_clip=1.0, ema_decay=0.999, ema_warmup=False, precision="fp16", tta=False, **AUTHORS_PROTOCOL)
+NOT_IN_AUTHORS_CODE = (  # this study's switches and execution details; the other networks of the ablations
+    "depth", "widen_factor", "block_dropout", "swa", "swa_start", "swa_lr", "full_validation", "recipe", "time_budget",
+    "channels_last", "compile", "device", "ddp_batch", "sync_bn", "seed", "eval_batch_size", "run_dir", "progress", "log")
+
+def departures(c: TrainConfig | None = None) -> list[str]:
+    "The fields in which `c` (default: `TrainConfig()`) differs from the authors' code."
+    c = c or TrainConfig()
+    return [k for k, v in AUTHORS_SETTINGS.items() if getattr(c, k) != v]

@@ -13,7 +13,8 @@ from .helpers import atomic_save, is_int, is_number
 # %% auto #0
 __all__ = ['PKG_DIR', 'REPO_DIR', 'DECODER', 'CIFAR10_MEAN', 'CIFAR10_STD', 'offline_cifar10', 'default_cache_dir',
            'make_standin_dataset', 'ImageSet', 'decode_files', 'decode_image_file', 'data_fingerprint', 'load_images',
-           'split_train_val', 'stratified_subset', 'channel_stats', 'Splits', 'load_splits', 'DeviceLoader']
+           'split_train_val', 'random_train_val', 'stratified_subset', 'channel_stats', 'Splits', 'load_splits',
+           'DeviceLoader']
 
 # %% ../nbs/02_data.ipynb #6c7a6865
 PKG_DIR = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd().resolve().parent / "attnresnet"
@@ -289,6 +290,17 @@ def split_train_val(labels: torch.Tensor,  # int64 class labels of the full trai
         va.append(idx[:k]); tr.append(idx[k:])
     return torch.cat(tr).sort().values, torch.cat(va).sort().values
 
+# %% ../nbs/02_data.ipynb #d3eb49dc
+def random_train_val(n: int,  # number of training images
+                     val_fraction: float = 0.1,  # share held out (the authors: n - int(0.9 * n))
+                     seed: int = 42,  # seeds the permutation (the authors' global seed: 42)
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    "The authors' kind of split: unstratified `random_split`, sorted (train_idx, val_idx) with n - int((1 - val_fraction) * n) held out."
+    _check_fraction(val_fraction)
+    n_train = int((1 - val_fraction) * n)
+    tr, va = torch.utils.data.random_split(range(n), [n_train, n - n_train], generator=torch.Generator().manual_seed(seed))
+    return torch.tensor(sorted(tr.indices), dtype=torch.long), torch.tensor(sorted(va.indices), dtype=torch.long)
+
 # %% ../nbs/02_data.ipynb #26fc3562
 def stratified_subset(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
     "Sorted indices of exactly n samples, drawn per class (seeded) in proportion to the class counts."
@@ -346,9 +358,11 @@ class Splits:
 
 # %% ../nbs/02_data.ipynb #4725e331
 def load_splits(data: str | os.PathLike = "cifar10",  # "cifar10" or an image-folder root (see `load_images`)
-                val_fraction: float = 0.1,  # share of each training class held out for validation (paper: 10%)
+                val_fraction: float = 0.1,  # share of the training set held out for validation (paper: 10%)
                 train_subset: int = 0,  # >0: keep a seeded stratified subset of this many training images (CPU runs, tests)
-                seed: int = 0,  # seeds the validation split and the subset
+                seed: int = 0,  # seeds the validation split (unless `split_seed`) and the subset
+                split: str = "stratified",  # "stratified" (`split_train_val`) or "random" (`random_train_val`, unstratified: the authors')
+                split_seed: int = -1,  # -1: the split follows `seed`; >= 0: a fixed split, the same for every run (the authors': 42)
                 full_validation: bool = False,  # with train_subset: validate on every held-out image, not a proportional share
                 cache_dir: str | os.PathLike | None = None,  # see `load_images`
                 download: bool = True,  # see `load_images`
@@ -358,8 +372,11 @@ def load_splits(data: str | os.PathLike = "cifar10",  # "cifar10" or an image-fo
     if not is_int(train_subset) or train_subset < 0:
         raise ValueError(f"train_subset must be an int >= 0 (0 = all training images), got {train_subset!r}")
     if not is_int(seed): raise ValueError(f"seed must be an int, got {seed!r}")
+    if split not in ("stratified", "random"): raise ValueError(f"split={split!r}: choose 'stratified' or 'random'")
+    if not is_int(split_seed) or split_seed < -1: raise ValueError(f"split_seed={split_seed!r}: -1 (follow seed) or a seed >= 0")
     s = load_images(data, cache_dir=cache_dir, download=download)
-    tr, va = split_train_val(s.train_y, val_fraction, seed)
+    by = seed if split_seed == -1 else split_seed
+    tr, va = split_train_val(s.train_y, val_fraction, by) if split == "stratified" else random_train_val(len(s.train_y), val_fraction, by)
     if train_subset:
         if train_subset > len(tr):
             raise ValueError(f"train_subset={train_subset} exceeds the {len(tr)} training images left after validation")

@@ -20,9 +20,10 @@ from .models import architecture_table, count_parameters
 from .augment import normalize
 
 # %% auto #0
-__all__ = ['ATTENTION_COLORS', 'block_name', 'attention_gates', 'gate_summary', 'attention_kind', 'stage_layout', 'InlineFigure',
-           'draw_architecture', 'figure_text', 'draw_dual_attention', 'draw_spatial_attention', 'plot_history',
-           'LiveCurves', 'draw_confusion_matrix', 'draw_per_class_f1', 'draw_ablation_accuracy', 'save_figure']
+__all__ = ['ATTENTION_COLORS', 'REFERENCE_LABEL', 'block_name', 'attention_gates', 'gate_summary', 'attention_kind',
+           'stage_layout', 'InlineFigure', 'draw_architecture', 'figure_text', 'draw_dual_attention',
+           'draw_spatial_attention', 'plot_reference', 'plot_history', 'LiveCurves', 'draw_confusion_matrix',
+           'draw_per_class_f1', 'draw_ablation_accuracy', 'save_figure']
 
 # %% ../nbs/08_figures.ipynb #5d6b38d8
 def block_name(module_name: str) -> str:
@@ -350,9 +351,27 @@ def draw_spatial_attention(model: nn.Module, # a model with `SpatialAttention` m
     return fig
 
 # %% ../nbs/08_figures.ipynb #1d1d784f
-def plot_history(history: list[dict], title: str = "", ax=None):
-    "Training and validation accuracy (raw, EMA, SWA) per epoch, with the learning rate on a twin axis."
-    if ax is None: ax = InlineFigure(figsize=(7, 4)).subplots()
+REFERENCE_LABEL = "authors' run: EMA weights on augmented validation (their split), 500 epochs"
+
+def plot_reference(rows: list[dict], ax, title: str = "The authors' run (their log, results/reference/)"):
+    "The authors' per-epoch validation accuracy (EMA weights, augmented images; rows of `attnresnet.reference.load_reference`), with their best reading marked."
+    ep, val = [r["epoch"] for r in rows], [r["val_acc_pct"] for r in rows]
+    ax.plot(ep, [r["train_acc_pct"] for r in rows], color="#bbbbbb", lw=0.8, label="authors' training (augmented, mixed batches, raw)")
+    ax.plot(ep, val, color="#d62728", lw=1, label=REFERENCE_LABEL)
+    best = max(range(len(val)), key=val.__getitem__)
+    ax.plot([ep[best]], [val[best]], "k*", ms=8, label=f"their best reading: {val[best]:.2f}% (epoch {ep[best]})")
+    ax.set_xlabel("epoch (of their 500)"); ax.set_ylabel("accuracy (%)"); ax.grid(alpha=0.3); ax.set_ylim(0, 100)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=8)
+    ax.set_title(title, fontsize=9)
+    return ax
+
+def plot_history(history: list[dict], title: str = "", ax=None, reference: list[dict] | None = None):
+    "Training and validation accuracy (raw, EMA, SWA) per epoch, with the learning rate on a twin axis; with `reference`, the authors' curve in a panel beside it."
+    if reference is not None and ax is not None: raise ValueError("reference= draws a two-panel figure of its own: leave ax=None")
+    if reference is not None:
+        ax, ref_ax = InlineFigure(figsize=(13, 5)).subplots(1, 2, gridspec_kw=dict(wspace=0.45))
+        plot_reference(reference, ref_ax)
+    elif ax is None: ax = InlineFigure(figsize=(7, 4)).subplots()
     ep = [r["epoch"] for r in history]
     for k, label in (("train_acc", "training (augmented batches, raw)"), ("val_acc_raw", "validation, raw weights"),
                      ("val_acc_ema", "validation, EMA weights"), ("val_acc_swa", "validation, SWA")):
@@ -364,9 +383,12 @@ def plot_history(history: list[dict], title: str = "", ax=None):
     lr_ax.plot(ep, [r["lr"] for r in history], color="gray", ls="--", lw=1, label="learning rate")
     lr_ax.set_ylabel("learning rate")
     lines = ax.get_legend_handles_labels(), lr_ax.get_legend_handles_labels()
-    ax.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], loc="upper left", bbox_to_anchor=(1.12, 1), fontsize=8)
+    where = dict(loc="upper center", bbox_to_anchor=(0.5, -0.18)) if reference is not None else dict(loc="upper left", bbox_to_anchor=(1.12, 1))
+    ax.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], fontsize=8, **where)
+    if reference is not None: ax.set_ylim(0, 100)  # one scale for both panels
     if title: ax.set_title(title, fontsize=9)
     return ax
+
 
 # %% ../nbs/08_figures.ipynb #10269470
 class LiveCurves:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_study.ipynb #2e9478d7
 from __future__ import annotations
-import json, os, shlex, shutil, signal, statistics, subprocess, sys, tempfile, threading, time
+import json, math, os, shlex, shutil, signal, statistics, subprocess, sys, tempfile, threading, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from .config import TrainConfig, make_config
@@ -16,8 +16,8 @@ from .data import REPO_DIR
 # %% auto #0
 __all__ = ['ABLATIONS', 'ABLATION_NAMES', 'RUNNERS', 'ABLATION_HEADERS', 'PAPER_TABLE2', 'Ablation', 'claims_table', 'Run',
            'ablation_runs', 'run_command', 'grid_command', 'write_commands', 'run_grid', 'collect_results',
-           'diverged_runs', 'mean_std', 'ablation_table', 'scale_note', 'specifications_table', 'per_class_table',
-           'write_table']
+           'diverged_runs', 't_quantile', 'describe', 'mean_std', 'ablation_table', 'scale_note',
+           'specifications_table', 'per_class_table', 'write_table']
 
 # %% ../nbs/07_study.ipynb #7662ea23
 @dataclass(frozen=True)
@@ -222,12 +222,37 @@ def diverged_runs(runs_dir) -> list[dict]:
     "The runs under `runs_dir` that stopped because their loss stopped being finite (`metrics.json`'s `diverged`), as `collect_results` rows."
     return [r for r in _ended_runs(runs_dir) if r["metrics"].get("diverged")]
 
+def t_quantile(p: float, df: int) -> float:
+    "Student's t quantile: the x with P(T <= x) = p for `df` degrees of freedom (0.5 < p < 1)."
+    if not 0.5 < p < 1 or df < 1: raise ValueError(f"t_quantile needs 0.5 < p < 1 and df >= 1, got p={p}, df={df}")
+    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+    pdf = lambda t: c * (1 + t * t / df) ** (-(df + 1) / 2)
+    def cdf(x, n=2000):  # Simpson's rule on [0, x]
+        h = x / n
+        return 0.5 + h / 3 * (pdf(0) + pdf(x) + sum((4 if k % 2 else 2) * pdf(k * h) for k in range(1, n)))
+    lo, hi = 0.0, 1.0
+    while cdf(hi) < p: hi *= 2
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
+    return (lo + hi) / 2
+
+def describe(values: list[float]) -> dict:
+    "n, mean and, from n = 3 on, the sample SD and the half-width of the t-based 95% confidence interval of the mean (None before)."
+    values = [v for v in values if v is not None]
+    n = len(values)
+    out = dict(n=n, mean=statistics.mean(values) if n else None, sd=None, ci95=None)
+    if n >= 3:
+        out["sd"] = statistics.stdev(values)
+        out["ci95"] = t_quantile(0.975, n - 1) * out["sd"] / math.sqrt(n)
+    return out
+
 def mean_std(values: list[float]) -> str:
-    "`mean ± std` in percent (std over seeds; '-' for one seed)."
-    values = [100 * v for v in values if v is not None]
-    if not values: return "-"
-    if len(values) == 1: return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+    "In percent: `mean (n = k)`, and from n = 3 on `mean ± SD, 95% CI [lo, hi] (n = k)` (t-based); '-' for none."
+    d = describe([100 * v for v in values if v is not None])
+    if not d["n"]: return "-"
+    if d["sd"] is None: return f"{d['mean']:.2f} (n = {d['n']})"
+    return f"{d['mean']:.2f} ± {d['sd']:.2f}, 95% CI [{d['mean'] - d['ci95']:.2f}, {d['mean'] + d['ci95']:.2f}] (n = {d['n']})"
 
 def _mean(values): return statistics.mean(values) if values else None
 
@@ -247,7 +272,7 @@ def ablation_table(results: list[dict], diverged: list[dict] = ()) -> list[dict]
         delta = lambda v, ref: "-" if a.name == "full" or ref is None or not v else f"{100 * (_mean(v) - ref):+.2f}"
         n = f"{len(rs)} (+{len(lost[a.name])} diverged)" if a.name in lost else len(rs)
         rows.append(dict(configuration=a.name, parameters=(rs or lost[a.name])[0]["metrics"]["parameters"], n=n,
-                         val_acc=mean_std(val), val_acc_paper=mean_std(_paper_protocol(rs)),
+                         val_acc=mean_std(val), val_acc_authors=mean_std(_authors_measure(rs)),
                          test_acc=mean_std(test), test_acc_tta=mean_std([r["metrics"]["test_acc_tta"] for r in rs]),
                          delta_val=delta(val, full_val), delta_test=delta(test, full_test),
                          paper_delta="-" if a.claim_delta is None else f"{a.claim_delta:+.2f}", paper_claim=a.claim))
@@ -255,12 +280,13 @@ def ablation_table(results: list[dict], diverged: list[dict] = ()) -> list[dict]
         for r in rows: del r["test_acc_tta"]
     return rows
 
-def _paper_protocol(runs: list[dict]) -> list[float]:
-    "Each run's best per-epoch EMA validation accuracy (`metrics.json` `paper_protocol`), where the run has one."
-    return [r["metrics"]["paper_protocol"]["best_val_acc_ema"] for r in runs if r["metrics"].get("paper_protocol")]
+def _authors_measure(runs: list[dict]) -> list[float]:
+    "Each run's best per-epoch EMA validation accuracy (`metrics.json` `authors_measure`; `paper_protocol` in runs written before it), where the run has one."
+    m = [r["metrics"].get("authors_measure") or r["metrics"].get("paper_protocol") for r in runs]
+    return [x["best_val_acc_ema"] for x in m if x]
 
 ABLATION_HEADERS = dict(configuration="Configuration", parameters="Parameters", n="n (seeds)", val_acc="Val acc (%)",
-                        val_acc_paper="Val acc, best EMA epoch (%, the paper's protocol: optimistic)", test_acc="Test acc (%)",
+                        val_acc_authors="Val acc, best EMA epoch (%, the authors' measure; optimistic)", test_acc="Test acc (%)",
                         test_acc_tta="Test acc, flip TTA (%)", delta_val="Δ val vs full", delta_test="Δ test vs full",
                         paper_delta="Paper's Δ val", paper_claim="Paper's claim")
 
@@ -299,13 +325,18 @@ def specifications_table(results: list[dict]) -> list[dict]:
     return [dict(component=names[k], paper=PAPER_TABLE2[k], measured=ours[k]) for k in names]
 
 def per_class_table(results: list[dict], name: str = "full") -> list[dict]:
-    "Per-class test precision, recall and F1 (percent, mean over the seeds of configuration `name`)."
+    "Per-class test precision, recall and F1 (percent) from the confusion matrix summed over the runs of configuration `name`."
     rs = [r for r in results if r["name"] == name]
     if not rs: raise ValueError(f"no finished {name!r} run")
     classes = rs[0]["metrics"]["classes"]
-    avg = lambda c, k: f"{100 * statistics.mean(r['metrics']['per_class'][c][k] for r in rs):.1f}"
-    return [dict(cls=c, precision=avg(c, "precision"), recall=avg(c, "recall"), f1=avg(c, "f1"),
-                 support=rs[0]["metrics"]["per_class"][c]["support"]) for c in classes]
+    cm = [[sum(r["metrics"]["confusion_matrix"][i][j] for r in rs) for j in range(len(classes))] for i in range(len(classes))]
+    rows = []
+    for i, c in enumerate(classes):
+        tp, predicted, actual = cm[i][i], sum(row[i] for row in cm), sum(cm[i])
+        prec, rec = tp / max(predicted, 1), tp / max(actual, 1)
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+        rows.append(dict(cls=c, precision=f"{100 * prec:.1f}", recall=f"{100 * rec:.1f}", f1=f"{100 * f1:.1f}", support=actual, n=len(rs)))
+    return rows
 
 def write_table(path, title: str, rows: list[dict], headers: dict | None = None, note: str = "") -> Path:
     "Write `rows` as a markdown table under `title`, followed by `note` (the scale)."

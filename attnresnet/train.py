@@ -20,14 +20,14 @@ from .models import build_model, count_parameters
 from .data import load_splits, DeviceLoader
 from .augment import Augment, mix_batch, normalize, soft_targets, to_float
 from .config import (TrainConfig, NORMALIZATIONS, make_config, check_data, model_kwargs, resolve_device,
-                               resolve_precision, device_name)
+                               resolve_precision, device_name, protocol_differences)
 from .runs import RunDir, RunRefused, environment, data_folder
 
 # %% auto #0
 __all__ = ['CPU_FALLBACK_HOURS', 'autocast', 'prepare_batch', 'ema_update', 'ema_decay_at', 'lr_factor', 'predict_views',
            'predict', 'accuracy', 'classification_metrics', 'Distributed', 'ddp_backend', 'distributed', 'rank_batch',
            'check_batch', 'CPUSyncBatchNorm', 'sync_batchnorm', 'check_world_size', 'Trainer', 'TrainingDiverged',
-           'paper_protocol', 'EpochLog', 'fit', 'arg_parser', 'params_from_config', 'main']
+           'authors_measure', 'EpochLog', 'fit', 'arg_parser', 'params_from_config', 'main']
 
 # %% ../nbs/06_train.ipynb #e7d22c93
 def autocast(precision: str, device: torch.device):
@@ -44,13 +44,13 @@ def prepare_batch(xb: torch.Tensor, mean, std, channels_last: bool = True) -> to
 # %% ../nbs/06_train.ipynb #6f657a07
 @torch.no_grad()
 def ema_update(ema: AveragedModel, model: nn.Module, decay: float):
-    "Move `ema`'s weights and float buffers towards `model`'s by `1 - decay` (torch's EMA rule; 0 copies); copy integer buffers."
-    pairs = list(zip(itertools.chain(ema.module.parameters(), ema.module.buffers()),
-                     itertools.chain(model.parameters(), model.buffers())))
-    floats = [(e, m) for e, m in pairs if e.is_floating_point()]
-    if floats: get_ema_multi_avg_fn(decay)([e for e, _ in floats], [m for _, m in floats], None)
-    for e, m in pairs:
-        if not e.is_floating_point(): e.copy_(m)
+    "Move `ema`'s parameters (and float buffers when `ema.use_buffers`) towards `model`'s by `1 - decay` (torch's EMA rule; 0 copies); copy the other buffers."
+    params = [(e, m) for e, m in zip(ema.module.parameters(), model.parameters())]
+    buffers = list(zip(ema.module.buffers(), model.buffers()))
+    averaged = [(e, m) for e, m in params + (buffers if ema.use_buffers else []) if e.is_floating_point()]
+    if averaged: get_ema_multi_avg_fn(decay)([e for e, _ in averaged], [m for _, m in averaged], None)
+    for e, m in buffers:
+        if not (ema.use_buffers and e.is_floating_point()): e.copy_(m)  # integer buffers; all of them without use_buffers
     ema.n_averaged += 1  # kept for AveragedModel's bookkeeping; a device-side add, no wait
 
 # %% ../nbs/06_train.ipynb #98026af1
@@ -276,7 +276,8 @@ class Trainer:
         self.dist, self.device = d, d.device if d.active else resolve_device(c.device)
         self.precision = resolve_precision(c.precision, self.device)
         torch.manual_seed(c.seed)
-        s = self.splits = splits if splits is not None else load_splits(c.data, c.val_fraction, c.train_subset, c.seed, full_validation=c.full_validation)
+        s = self.splits = splits if splits is not None else load_splits(c.data, c.val_fraction, c.train_subset, c.seed, full_validation=c.full_validation,
+                                                                                        split=c.split, split_seed=c.split_seed)
         self.normalization = NORMALIZATIONS.get(c.normalization, (s.mean, s.std))
         self.mean, self.std = (torch.tensor(v, device=self.device) for v in self.normalization)
         self.model = build_model(c.model, **model_kwargs(c, num_classes=len(s.classes))).to(self.device)
@@ -284,7 +285,7 @@ class Trainer:
         if d.rank: torch.manual_seed(c.seed + 1000 * d.rank)  # dropout: each process its own stream (rank 0 keeps one process's)
         self.batch, self.lr_scale = rank_batch(c, d.world_size)
         check_batch(self.batch, self.device, self.precision, c.channels_last, d.world_size)
-        self.loader = DeviceLoader(s.train_x, s.train_y, self.batch, shuffle=True, drop_last=True, device=self.device, seed=c.seed,
+        self.loader = DeviceLoader(s.train_x, s.train_y, self.batch, shuffle=True, drop_last=c.drop_last, device=self.device, seed=c.seed,
                                    rank=d.rank, world_size=d.world_size)
         if len(self.loader) == 0: raise ValueError(f"batch_size={c.batch_size} is larger than the {len(s.train_x)} training images")
         self.augment = Augment(c.augment)
@@ -305,8 +306,8 @@ def _build_optimisation(self: Trainer):
         self.optimizer, lambda step: lr_factor(step, len(self.loader), self.swa_epoch, c.lr_schedule, c.warmup_epochs))
     self.swa_scheduler = SWALR(self.optimizer, swa_lr=c.swa_lr * self.lr_scale, anneal_epochs=1) if c.swa else None
     self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-    # averages are built from the uncompiled module, buffers (BN statistics) included
-    self.ema = AveragedModel(self.model, use_buffers=True) if c.ema_decay > 0 else None  # updated by `ema_update`
+    # averages are built from the uncompiled module; BN statistics averaged too unless ema_buffers=False (then the live model's)
+    self.ema = AveragedModel(self.model, use_buffers=c.ema_buffers) if c.ema_decay > 0 else None  # updated by `ema_update`
     self.swa_model = AveragedModel(self.model) if c.swa else None
 
 @patch
@@ -383,15 +384,26 @@ def candidates(self: Trainer) -> dict[str, nn.Module]:
 
 @patch
 def probabilities(self: Trainer, model: nn.Module, x: torch.Tensor, flips: bool = False):
-    "`predict_views` of `model` on uint8 images `x` with this run's normalisation, precision and batch size."
+    "`predict_views` of `model` on images `x` (uint8, or float in [0, 1]) with this run's normalisation, evaluation precision and batch size."
     c = self.config
-    return predict_views(model, x, self.mean, self.std, c.eval_batch_size, flips, self.precision, c.channels_last)
+    precision = "fp32" if c.eval_precision == "fp32" else self.precision
+    return predict_views(model, x, self.mean, self.std, c.eval_batch_size, flips, precision, c.channels_last)
+
+@patch
+def validation_images(self: Trainer) -> torch.Tensor:
+    "This epoch's validation images: the clean ones, or with `val_augment` the training augmentation drawn afresh for the epoch."
+    c, x = self.config, self.splits.val_x
+    if not c.val_augment or not len(x): return x
+    g = torch.Generator().manual_seed((c.seed + 1) * 1_000_003 + self.epoch)  # the same draw for every candidate, and on resume
+    n = c.eval_batch_size
+    return torch.cat([self.augment(x[i:i + n].to(self.device), generator=g) for i in range(0, len(x), n)])
 
 @patch
 def validate(self: Trainer) -> dict:
     "Validation accuracy of every candidate, as `val_acc_<name>` (NaN without a validation split)."
     s = self.splits
-    return {f"val_acc_{name}": accuracy(self.probabilities(m, s.val_x)[0], s.val_y) if len(s.val_y) else float("nan")
+    x = self.validation_images()
+    return {f"val_acc_{name}": accuracy(self.probabilities(m, x)[0], s.val_y) if len(s.val_y) else float("nan")
             for name, m in self.candidates().items()}
 
 # %% ../nbs/06_train.ipynb #ac91a173
@@ -595,13 +607,18 @@ def chosen(self: Trainer, swa: nn.Module | None = None) -> tuple[str, nn.Module]
     return self.best["weights"], model.to(memory_format=torch.channels_last) if c.channels_last else model
 
 # %% ../nbs/06_train.ipynb #f9f412fe
-def paper_protocol(history: list[dict]) -> dict | None:
-    "The figure the paper's 95.30% compares with: the best per-epoch validation accuracy of the EMA weights (None without EMA)."
+def authors_measure(history: list[dict], config: TrainConfig | None = None) -> dict | None:
+    "The reading the paper's 95.30% is: best per-epoch validation accuracy of the EMA weights, with its final-epoch value and last-10 mean (None without EMA)."
     rows = [r for r in history if "val_acc_ema" in r and not math.isnan(r["val_acc_ema"])]
     if not rows: return None
-    best = max(rows, key=lambda r: r["val_acc_ema"])
-    return dict(best_val_acc_ema=best["val_acc_ema"], epoch=best["epoch"],
-                note="maximum over epochs of the EMA weights' validation accuracy, chosen on the same data: optimistic")
+    best, last10 = max(rows, key=lambda r: r["val_acc_ema"]), [r["val_acc_ema"] for r in rows[-10:]]
+    c = config or TrainConfig()
+    differences = protocol_differences(c)
+    return dict(best_val_acc_ema=best["val_acc_ema"], best_epoch=best["epoch"], final_epoch_val_acc_ema=rows[-1]["val_acc_ema"],
+                final_epoch=rows[-1]["epoch"], last_10_mean_val_acc_ema=sum(last10) / len(last10), last_10_n=len(last10),
+                validation_images="augmented afresh each epoch" if c.val_augment else "clean",
+                protocol_differences=differences, authors_protocol=not differences,
+                note="maximum over epochs of the EMA weights' validation accuracy, chosen on the same images: optimistic")
 
 # %% ../nbs/06_train.ipynb #f7f467c5
 @patch
@@ -612,13 +629,18 @@ def finish(self: Trainer) -> dict:
     weights, model = self.chosen(self._finish_swa())
     p, p_mirrored = self.probabilities(model, s.test_x, flips=c.tta)
     test, has_val = classification_metrics(p, s.test_y, s.classes), len(s.val_y) > 0
+    final_name, final_model = next((k, m) for k, m in reversed(self.candidates().items()))  # the EMA when on, else the raw weights
+    same = self.best["epoch"] == self.epoch and self.best["weights"] == final_name  # then the chosen weights are the final ones
+    test_final = test["accuracy"] if same or not has_val else accuracy(self.probabilities(final_model, s.test_x)[0], s.test_y)
+    clean_val = (self.best["val_acc"] if not c.val_augment else accuracy(self.probabilities(model, s.val_x)[0], s.val_y)) if has_val else None
     train_seconds = sum(r["seconds"] for r in self.history)
     metrics = dict(
         model=c.model, recipe=c.recipe, parameters=count_parameters(self.model), epochs=self.epoch, data_source=s.source,
         splits=dict(train=len(s.train_x), val=len(s.val_x), test=len(s.test_x)),
         best_val_acc=self.best["val_acc"] if has_val else None, best_epoch=self.best["epoch"] if has_val else None,
-        chosen_weights=weights, test_acc=test["accuracy"], test_acc_tta=accuracy((p + p_mirrored) / 2, s.test_y) if c.tta else None,
-        paper_protocol=paper_protocol(self.history),
+        chosen_weights=weights, validation_images="augmented afresh each epoch" if c.val_augment else "clean",
+        clean_val_acc_chosen=clean_val, test_acc=test["accuracy"], test_acc_tta=accuracy((p + p_mirrored) / 2, s.test_y) if c.tta else None,
+        final_epoch_weights=final_name, test_acc_final_epoch=test_final, authors_measure=authors_measure(self.history, c),
         per_class=test["per_class"], confusion_matrix=test["confusion_matrix"], classes=list(s.classes),
         wall_time_s=self.elapsed + time.perf_counter() - t0, train_time_s=train_seconds,
         images_per_s=len(self.loader) * self.batch * self.dist.world_size * len(self.history) / max(train_seconds, 1e-9),

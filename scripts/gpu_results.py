@@ -10,6 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from attnresnet.runs import read_history  # noqa: E402
 from attnresnet.figures import plot_history, save_figure  # noqa: E402
+from attnresnet.reference import load_reference  # noqa: E402
 
 def card_and_date(results: Path) -> tuple[str, str]:
     "The GPU name (or 'cpu') and the UTC date of the run, from the env step's log."
@@ -65,8 +66,9 @@ def main(argv=None):
     if runs:
         longest = max(runs, key=lambda r: json.loads((r / "metrics.json").read_text())["epochs"])
         m = json.loads((longest / "metrics.json").read_text())
-        ax = plot_history(read_history(longest), f"{m['model']}, {m.get('recipe', 'paper')} recipe, {m['epochs']} epochs on {m['device_name']}")
-        ax.figure.set_size_inches(10, 4.5); ax.figure.subplots_adjust(left=0.08, right=0.62, bottom=0.2)
+        ax = plot_history(read_history(longest), f"{m['model']}, {m.get('recipe', 'paper')} recipe, {m['epochs']} epochs on {m['device_name']}",
+                          reference=load_reference())  # the authors' 500-epoch curve beside it
+        ax.figure.set_size_inches(13, 6); ax.figure.subplots_adjust(left=0.06, right=0.94, bottom=0.33)
         ax.figure.text(0.01, 0.01, f"{m['splits']['train']:,} training / {m['splits']['val']:,} validation images of "
                        f"{m['data_source'].split(' (')[0]}; {longest.name}", fontsize=7, color="#555555")
         save_figure(ax.figure, dest / "fig4_training_curves")
