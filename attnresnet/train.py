@@ -274,6 +274,9 @@ class Trainer:
         self.aug_generator = torch.Generator().manual_seed(c.seed + 1 + 1000 * d.rank)
         self._build_optimisation()
         self.train_model = self._training_module()
+        from attnresnet.step import GraphStep, resolve_step  # 12_step builds on this notebook
+        self.step_mode = resolve_step(c.step, self.device, self.precision, d.active)
+        self.graph_step = GraphStep(self) if self.step_mode == "graph" else None  # the whole step on the device (`attnresnet.step`)
         self.epoch, self.steps, self.history, self.best, self.elapsed = 0, 0, [], dict(val_acc=-1.0, epoch=0, weights="raw"), 0.0
 
 # %% ../nbs/06_train.ipynb #e5392ed1
@@ -336,10 +339,13 @@ def train_epoch(self: Trainer, progress=None) -> dict:
     "Train one epoch; returns mean loss, accuracy on the (augmented) batches, final learning rate, images/s, seconds."
     self.train_model.train()
     t0, total, correct, n_img = time.perf_counter(), torch.zeros((), device=self.device), torch.zeros((), device=self.device), 0
-    for xb, yb in self.loader:
-        loss, right = self.train_step(xb, yb)
-        total += loss; correct += right; n_img += len(xb)
-        if progress is not None: progress.update(1)
+    if self.graph_step is not None:  # the same steps as below, as device work (one CUDA graph replayed on a GPU)
+        total, correct = self.graph_step.run(progress); n_img = len(self.loader) * self.batch
+    else:
+        for xb, yb in self.loader:
+            loss, right = self.train_step(xb, yb)
+            total += loss; correct += right; n_img += len(xb)
+            if progress is not None: progress.update(1)
     if self.swa_model is not None and self.epoch >= self.swa_epoch:
         self.swa_model.update_parameters(self.model); self.swa_scheduler.step()
     if self.dist.active:  # the epoch's numbers over every process: one all-reduce
