@@ -75,6 +75,7 @@ class TrainConfig:
     precision: str = "auto"          # "auto" (bf16 where the GPU/CPU computes it natively, else fp16 on GPUs, fp32 on CPUs), "bf16", "fp16", "fp32"
     channels_last: bool = True       # NHWC memory format for the convolutions
     compile: bool = False            # torch.compile the training model
+    step: str = "auto"               # training step: "graph" (device work only, one CUDA graph per step on a GPU), "eager" (Trainer.train_step: CPUs, debugging) or "auto" (graph on a CUDA GPU)
     device: str = "auto"             # "auto", "cpu", "cuda", "cuda:1", ...
     ddp_batch: str = "global"        # under torchrun: "global" (batch_size is split over the processes) or "per_rank" (each takes batch_size; lr and swa_lr times their number)
     sync_bn: bool = False            # under torchrun: batch-norm statistics over every process's share of the batch (SyncBatchNorm); no effect in one process
@@ -109,7 +110,8 @@ def _check_types(c: TrainConfig):
 # %% ../nbs/04_config.ipynb #77e28221
 _CHOICES = dict(model=tuple(MODELS), augment=tuple(AUGMENT_PRESETS), precision=PRECISIONS, lr_schedule=LR_SCHEDULES,
                 recipe=tuple(RECIPES), normalization=(*NORMALIZATIONS, "data"), log=("", "tensorboard"),
-                ddp_batch=("global", "per_rank"), split=("stratified", "random"), eval_precision=("run", "fp32"))
+                ddp_batch=("global", "per_rank"), split=("stratified", "random"), eval_precision=("run", "fp32"),
+                step=("auto", "graph", "eager"))
 _POSITIVE = ("width", "depth", "widen_factor", "epochs", "batch_size", "eval_batch_size")
 _NON_NEGATIVE = ("train_subset", "seed", "lr", "momentum", "weight_decay", "grad_clip", "swa_lr", "time_budget", "warmup_epochs")
 _PROBABILITIES = ("dropout", "block_dropout", "mixup_prob", "cutmix_prob", "label_smoothing", "ema_decay", "val_fraction", "swa_start")

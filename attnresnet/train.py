@@ -292,6 +292,9 @@ class Trainer:
         self.aug_generator = torch.Generator().manual_seed(c.seed + 1 + 1000 * d.rank)
         self._build_optimisation()
         self.train_model = self._training_module()
+        from attnresnet.step import GraphStep, resolve_step  # 12_step builds on this notebook
+        self.step_mode = resolve_step(c.step, self.device, self.precision, d.active)
+        self.graph_step = GraphStep(self) if self.step_mode == "graph" else None  # the whole step on the device (`attnresnet.step`)
         self.epoch, self.steps, self.history, self.best, self.elapsed = 0, 0, [], dict(val_acc=-1.0, epoch=0, weights="raw"), 0.0
 
 # %% ../nbs/06_train.ipynb #e5392ed1
@@ -356,11 +359,15 @@ def train_epoch(self: Trainer, progress=None) -> dict:
     zero = lambda: torch.zeros((), device=self.device)
     t0, total, correct, n_img = time.perf_counter(), zero(), zero(), 0
     nonfinite, clean = zero(), zero()  # non-finite losses, and steps before the first of them: device-side, no wait
-    for xb, yb in self.loader:
-        loss, right = self.train_step(xb, yb)
-        total += loss; correct += right; n_img += len(xb)
-        nonfinite += ~loss.isfinite(); clean += nonfinite == 0
-        if progress is not None: progress.update(1)
+    if self.graph_step is not None:  # the same steps as below, as device work (one CUDA graph replayed on a GPU)
+        total, correct = self.graph_step.run(progress); n_img = len(self.loader) * self.batch
+        nonfinite, clean = self.graph_step.nonfinite.float(), self.graph_step.clean.float()
+    else:
+        for xb, yb in self.loader:
+            loss, right = self.train_step(xb, yb)
+            total += loss; correct += right; n_img += len(xb)
+            nonfinite += ~loss.isfinite(); clean += nonfinite == 0
+            if progress is not None: progress.update(1)
     if self.swa_model is not None and self.epoch >= self.swa_epoch:
         self.swa_model.update_parameters(self.model); self.swa_scheduler.step()
     n = torch.tensor(float(n_img), device=self.device)

@@ -11,7 +11,7 @@
 # --data    an image-folder root (train/<class>/, test/<class>/) or a .tar.xz of one
 #           (default: .travel/cifar10-jpeg.tar.xz, else ../shared/data/cifar10-jpeg)
 # --work    scratch folder for unpacked data, caches and checkpoints (default: a new temporary folder)
-# --steps   which of tests,bench,train,fast,compile to run (default all; env and data always run)
+# --steps   which of tests,speed,bench,train,fast,compile,paper500 to run (default all but paper500; env and data always run)
 # --fast-budget  seconds of training for each fast-recipe run (default 120; 8 with --smoke)
 # --fast-seeds   how many fast-recipe runs (seeds 0, 1, ...) at most, as time allows (default 3; 1 with --smoke)
 # --smoke   every step at toy scale on the CPU (about two minutes): the test suite runs this, so the script cannot rot
@@ -20,17 +20,24 @@
 # (or a command killed at its limit) still leaves the earlier steps' results:
 #   env      nvidia-smi, card, torch/CUDA versions
 #   data     unpack the archive, decode and cache the images (timed)
-#   tests    pytest -m gpu: fast path = eager fp32 within bf16 tolerance; augmentation CUDA == CPU; no host sync per step
+#   tests    pytest -m gpu: fast path = eager fp32 within bf16 tolerance; augmentation CUDA == CPU; no host sync per step;
+#            the CUDA-graph step (attnresnet.step) against the same step without a graph and against train_step
+#   speed    the training step's rows: eager, graph, + cudnn.benchmark, + compile, full trainer (python -m attnresnet.step)
 #   bench    eager settings, trainer vs bare loop, torch.profiler table and GPU busy fraction (python -m attnresnet.bench)
 #   train    the paper's recipe on the full data for E epochs, E chosen from a measured 1-epoch probe to end inside the box
 #   fast     the fast recipe (TrainConfig recipe="fast", time_budget), one run per seed while time is left
 #   compile  the benchmark's torch.compile and CUDA-graph rows (last: compiling costs minutes, training comes first)
+#   paper500 (only when named) the paper's recipe for 500 epochs on the full split in runs/paper500 of the checkout
+#            (git-ignored, so a warm device machine keeps it between commands): it trains until its time box ends and
+#            the next command with the same step resumes from its last.pt. One lease, two commands of timeout_s 600:
+#              bash scripts/gpu_run.sh $OUT --steps paper500 --budget 570 --work runs/gpu-work
+#            (repeated until runs/paper500/metrics.json exists); history, config and metrics come back in the archive
 set -uo pipefail
 
 usage() { sed -n '5,16p' "$0" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 OUT=$1; shift
-BUDGET=""; DATA=""; WORK=""; SMOKE=0; STEPS=tests,bench,train,fast,compile; FAST_BUDGET=""; FAST_SEEDS=""
+BUDGET=""; DATA=""; WORK=""; SMOKE=0; STEPS=tests,speed,bench,train,fast,compile; FAST_BUDGET=""; FAST_SEEDS=""
 while [ $# -gt 0 ]; do
   case $1 in
     --budget) BUDGET=${2:?--budget needs seconds}; shift 2 ;;
@@ -60,7 +67,7 @@ fi
 [[ "$FAST_BUDGET" =~ ^[0-9]+$ ]] && [ "$FAST_BUDGET" -ge 1 ] || { echo "gpu_run.sh: --fast-budget $FAST_BUDGET: give whole seconds" >&2; exit 2; }
 [[ "$FAST_SEEDS" =~ ^[0-9]+$ ]] || { echo "gpu_run.sh: --fast-seeds $FAST_SEEDS: give a whole number" >&2; exit 2; }
 for s in ${STEPS//,/ }; do
-  case $s in tests|bench|train|fast|compile) ;; *) echo "gpu_run.sh: --steps: unknown step $s (tests,bench,train,fast,compile)" >&2; exit 2 ;; esac
+  case $s in tests|speed|bench|train|fast|compile|paper500) ;; *) echo "gpu_run.sh: --steps: unknown step $s (tests,speed,bench,train,fast,compile,paper500)" >&2; exit 2 ;; esac
 done
 if [ -z "$DATA" ]; then
   if [ -f .travel/cifar10-jpeg.tar.xz ]; then DATA=.travel/cifar10-jpeg.tar.xz; else DATA=../shared/data/cifar10-jpeg; fi
@@ -96,10 +103,10 @@ step() {  # step NAME SECONDS CMD...: run CMD with a time box, log to results/NA
 if [ $SMOKE = 1 ]; then
   DEVICE=cpu; TRAIN=(--tta true --width 4 --batch-size 32 --eval-batch-size 500)
   BENCH=(--device cpu --width 4 --batch-size 16 --repeats 2 --quick --synthetic)
-  TESTS=(tests/test_gpu.py -q -p no:cacheprovider); RESERVE_COMPILE=0
+  TESTS=(tests/test_gpu.py -q -p no:cacheprovider); RESERVE_COMPILE=0; SPEED=(--smoke); P500_EPOCHS=2
 else
   DEVICE=cuda; TRAIN=(--tta true); BENCH=(--device cuda)  # flip TTA costs little beside a GPU run, and earlier runs report it
-  TESTS=(-m gpu tests/test_gpu.py -q -p no:cacheprovider); RESERVE_COMPILE=100
+  TESTS=(-m gpu tests/test_gpu.py -q -p no:cacheprovider); RESERVE_COMPILE=100; SPEED=(--device cuda); P500_EPOCHS=500
 fi
 want compile || RESERVE_COMPILE=0
 FAST_MARGIN=$([ $SMOKE = 1 ] && echo 90 || echo 45)  # start-up, the last epoch's overrun, the test evaluation
@@ -116,8 +123,10 @@ if torch.cuda.is_available(): p = torch.cuda.get_device_properties(0); print(\"c
 
 # data: a folder is used in place; an archive is unpacked into the work folder
 if [ -f "$DATA" ]; then
-  step unpack 90 tar -xJf "$DATA" -C "$WORK" || exit 1
-  DATA=$WORK/$(tar -tJf "$DATA" | head -1 | cut -d/ -f1)
+  TOP=$(tar -tJf "$DATA" 2>/dev/null | head -1 | cut -d/ -f1)
+  if [ -n "$TOP" ] && [ -d "$WORK/$TOP" ]; then echo "unpack skipped: $WORK/$TOP is there (a --work folder kept from an earlier command)" | tee -a "$RES/steps.txt"
+  else step unpack 90 tar -xJf "$DATA" -C "$WORK" || exit 1; fi
+  DATA=$WORK/$TOP
 fi
 export ATTNRESNET_DATA=$DATA
 step data 120 $PY -c "
@@ -126,6 +135,7 @@ from attnresnet.data import load_splits
 s = load_splits('$DATA'); print(s.summary()); print(f'decoded and split in {time.perf_counter() - t:.1f} s')" || exit 1
 
 want tests && step tests 150 $PY -m pytest "${TESTS[@]}"
+want speed && step speed $([ $SMOKE = 1 ] && echo 150 || echo 300) $PY -m attnresnet.step "${SPEED[@]}" --out "$RES/step-bench.md"
 want bench && step bench 120 $PY -m attnresnet.bench "${BENCH[@]}" --no-compile --profile "$RES/profile.txt" --out "$RES/bench.md"
 
 # train: a 1-epoch probe measures the epoch (training, validation, start-up, test), then E epochs fill the box
@@ -165,6 +175,15 @@ fi
 
 if [ $SMOKE = 0 ] && want compile; then
   step compile $(( $(left) - 10 )) $PY -m attnresnet.bench "${BENCH[@]}" --no-eager --no-trainer --out "$RES/bench-compiled.md"
+fi
+# paper500: the paper's recipe, 500 epochs, resumed from runs/paper500/last.pt by the next command that names this step
+if want paper500; then
+  P500=$REPO/runs/paper500
+  step paper500 $(( $(left) - 20 )) $PY -m attnresnet.train --data "$DATA" --device $DEVICE "${TRAIN[@]}" --epochs $P500_EPOCHS \
+    --run-dir "$P500" --progress true
+  mkdir -p "$RES/runs/paper500"
+  cp "$P500"/config.json "$P500"/history.csv "$P500"/metrics.json "$RES/runs/paper500/" 2>/dev/null
+  echo "paper500: $(($(wc -l < "$P500/history.csv" 2>/dev/null || echo 1) - 1)) of $P500_EPOCHS epochs in $P500$([ -f "$P500/metrics.json" ] && echo ', finished' || echo '; run this step again to resume')" | tee -a "$RES/steps.txt"
 fi
 echo "done in $(( $(date +%s) - START ))s of ${BUDGET}s" | tee -a "$RES/steps.txt"
 pack

@@ -17,7 +17,7 @@ def test_smoke_mode_runs_every_step_and_packs_one_archive(tmp_path, standin):
     r = run_script(tmp_path / "out", "--smoke", "--budget", 900, "--data", archive, "--work", tmp_path / "work", timeout=1000)
     assert r.returncode == 0, r.stdout + r.stderr
     steps = (tmp_path / "out" / "steps.txt").read_text()
-    for name in ("env", "unpack", "data", "tests", "bench", "probe", "train", "fast-seed0"):
+    for name in ("env", "unpack", "data", "tests", "speed", "bench", "probe", "train", "fast-seed0"):
         assert f"\n{name} rc=0 " in steps, (name, steps)
     assert "done in" in steps
     with tarfile.open(tmp_path / "out" / "gpu-results.tar.gz") as t:
@@ -32,6 +32,7 @@ def test_smoke_mode_runs_every_step_and_packs_one_archive(tmp_path, standin):
     assert m["test_acc_tta"] is not None  # the script's runs test with flip TTA too (opt-in elsewhere)
     assert fast["recipe"] == "fast" and fast["time_budget"] == 8 and fast["augment"] == "basic"
     assert "Profile of 1 trainer steps" in (tmp_path / "work" / "results" / "bench.md").read_text()
+    assert "| graph (attnresnet.step) |" in (tmp_path / "work" / "results" / "step-bench.md").read_text()
 
     # back on this side: unpack into results/gpu/<date>-<card>/ with Figure 4 and a summary line per run
     r = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_results.py"), str(tmp_path / "out" / "gpu-results.tar.gz"),

@@ -1,0 +1,94 @@
+"""The graph-ready training step (`attnresnet.step`, nbs/12_step.ipynb) on a CPU: bit-identical to `Trainer.train_step`,
+free of host reads, and exact across a resume. Width 4, 48 images: seconds each."""
+import math
+import pytest, torch
+from attnresnet.bench import random_images
+from attnresnet.config import make_config
+from attnresnet.data import Splits
+from attnresnet.step import GraphStep, NoHostSync, draw_augment, draw_mix
+from attnresnet.train import Trainer
+
+def splits(n=48, val=32):
+    x, y = random_images(n + val, seed=1)
+    return Splits(x[:n], y[:n], x[n:], y[n:], x[:0], y[:0], [str(i) for i in range(10)], "random uint8 images",
+                  (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+def config(**kw):
+    return make_config(dict(width=4, batch_size=16, precision="fp32", device="cpu", lr_schedule="cosine", epochs=3, progress=False,
+                            ema_warmup=True, **kw))
+
+def same_tensors(a: dict, b: dict) -> bool:
+    return list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+@pytest.mark.parametrize("mix", [(0.999, 0.0), (0.0, 0.999), (0.0, 0.0)], ids=["mixup", "cutmix", "neither"])
+def test_graph_step_is_bit_identical_to_train_step(mix):
+    "Losses, correct counts, weights, EMA, momentum, schedule and every generator: equal, not close, over 2 epochs of 3 steps."
+    c, s = config(mixup_prob=mix[0], cutmix_prob=mix[1]), splits()
+    eager, fast = Trainer(c, s), Trainer(c, s)
+    assert eager.graph_step is None and fast.graph_step is None  # "auto" on a CPU: the eager step
+    step = GraphStep(fast)
+    for _ in range(2):
+        rng = torch.get_rng_state()  # dropout's generator: the same start for both
+        eager.train_model.train(); fast.train_model.train()
+        outs = [eager.train_step(xb, yb) for xb, yb in eager.loader]
+        after = torch.get_rng_state(); torch.set_rng_state(rng)
+        step.begin_epoch()
+        for loss, correct in outs:
+            step.step_eager()
+            assert torch.equal(step.loss, loss) and torch.equal(step.correct, correct)
+        step.end_epoch()
+        eager.epoch += 1; fast.epoch += 1
+        assert torch.equal(after, torch.get_rng_state())
+    assert same_tensors(eager.model.state_dict(), fast.model.state_dict())
+    assert same_tensors(eager.ema.state_dict(), fast.ema.state_dict())
+    for p, q in zip(eager.model.parameters(), fast.model.parameters()):
+        assert torch.equal(eager.optimizer.state[p]["momentum_buffer"], fast.optimizer.state[q]["momentum_buffer"])
+    assert eager.scheduler.state_dict() == fast.scheduler.state_dict() and eager.steps == fast.steps
+    assert eager.optimizer.param_groups[0]["lr"] == fast.optimizer.param_groups[0]["lr"]
+    for a, b in ((eager.aug_generator, fast.aug_generator), (eager.loader.generator, fast.loader.generator)):
+        assert torch.equal(a.get_state(), b.get_state())
+
+def test_epoch_draws_leave_the_generator_where_train_step_does():
+    "An epoch of draws (augmentation then mix, per step) consumes the generator exactly as the steps of `train_step` do."
+    from attnresnet.augment import Augment, mix_batch, soft_targets
+    x, y = random_images(16)
+    aug, g1, g2 = Augment("advanced"), torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    for _ in range(6):
+        mix_batch(aug(x, generator=g1), soft_targets(y, 10), 0.3, 0.3, 1.0, g1)
+        draw_augment(aug, 16, (32, 32), g2); draw_mix(16, (32, 32), 0.3, 0.3, 1.0, g2)
+    assert torch.equal(g1.get_state(), g2.get_state())
+
+def test_no_host_read_in_the_graph_step_but_in_train_step():
+    "NoHostSync raises on _local_scalar_dense, nonzero, unique, masked_select: the new step passes, today's fails."
+    tr = Trainer(config(mixup_prob=0.3, cutmix_prob=0.3), splits())
+    tr.train_model.train()
+    step = GraphStep(tr)
+    step.begin_epoch()
+    with NoHostSync():
+        for _ in range(step.steps): step.step_eager()
+    xb, yb = next(iter(tr.loader))
+    with NoHostSync(), pytest.raises(RuntimeError, match="host read"): tr.train_step(xb, yb)
+    with NoHostSync(), pytest.raises(RuntimeError, match="host read"): torch.tensor([1.0]).item()  # the mode does catch reads
+
+def history(tr):
+    return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in tr.history]
+
+def test_resume_mid_run_with_the_graph_step_gives_the_eager_run():
+    "step='graph' (run as it is on a CPU) resumed after 1 of 2 epochs: the same history, weights and EMA as an unbroken eager run."
+    s = splits()
+    eager = Trainer(config(step="eager", epochs=2), s)
+    while not eager.done: eager.run_epoch()
+    first = Trainer(config(step="graph", epochs=2), s)
+    assert first.step_mode == "graph" and first.graph_step is not None
+    first.run_epoch()
+    state = first.state_dict()
+    resumed = Trainer(config(step="graph", epochs=2), s)
+    resumed.load_state_dict(state)
+    while not resumed.done: resumed.run_epoch()
+    assert history(resumed) == history(eager) and not math.isnan(eager.history[-1]["val_acc_ema"])
+    assert same_tensors(resumed.model.state_dict(), eager.model.state_dict())
+    assert same_tensors(resumed.ema.state_dict(), eager.ema.state_dict())
+
+def test_graph_step_refuses_fp16():
+    with pytest.raises(ValueError, match="precision='fp16'"):
+        Trainer(make_config(width=4, batch_size=16, device="cpu", precision="fp16", step="graph", progress=False), splits())
