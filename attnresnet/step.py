@@ -24,12 +24,13 @@ __all__ = ['STEP_MODES', 'PAPER_STEPS', 'resolve_step', 'epoch_batches', 'draw_m
 # %% ../nbs/12_step.ipynb #297eb1af
 STEP_MODES = _CHOICES["step"]  # TrainConfig.step's choices: "auto", "graph", "eager"
 
-def resolve_step(step: str, device: torch.device, precision: str, distributed: bool = False) -> str:
+def resolve_step(step: str, device: torch.device, precision: str, distributed: bool = False, drop_last: bool = True) -> str:
     "The concrete training step ('graph' or 'eager') for a config's `step` on `device` ('auto': 'graph' on a CUDA GPU, else 'eager')."
     if step not in STEP_MODES: raise ValueError(f"step={step!r}: choose one of {list(STEP_MODES)}")
     if step == "eager" or (step == "auto" and device.type != "cuda"): return "eager"
     why = ("precision='fp16' needs GradScaler's host-side check of every step" if precision == "fp16" else
-           "under torchrun the step stays eager (DistributedDataParallel's hooks)" if distributed else None)
+           "under torchrun the step stays eager (DistributedDataParallel's hooks)" if distributed else
+           "drop_last=False makes the last batch smaller, and a graph replays one shape" if not drop_last else None)
     if why is None: return "graph"
     if step == "auto": return "eager"
     raise ValueError(f"step='graph': {why}; use step='eager' (or 'auto')")

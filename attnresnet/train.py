@@ -293,7 +293,7 @@ class Trainer:
         self._build_optimisation()
         self.train_model = self._training_module()
         from attnresnet.step import GraphStep, resolve_step  # 12_step builds on this notebook
-        self.step_mode = resolve_step(c.step, self.device, self.precision, d.active)
+        self.step_mode = resolve_step(c.step, self.device, self.precision, d.active, c.drop_last)
         self.graph_step = GraphStep(self) if self.step_mode == "graph" else None  # the whole step on the device (`attnresnet.step`)
         self.epoch, self.steps, self.history, self.best, self.elapsed = 0, 0, [], dict(val_acc=-1.0, epoch=0, weights="raw"), 0.0
 
