@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fill .travel/ (git-ignored) with what a GPU machine that receives only a copy of the checkout needs and cannot
-# download: the offline data, fastcore, and the Jupyter stack for `papermill nbs/train.ipynb`.
+# download: the offline data, fastcore, the Jupyter stack for `papermill nbs/train.ipynb`, and airbench.
 #
 #   bash scripts/travel.sh [--data ARCHIVE | --no-data] [--python-version 3.12] [--no-jupyter] [--dest DIR]
 #
@@ -9,9 +9,9 @@
 # --no-jupyter      leave out the Jupyter wheels (the GPU script then trains with python -m attnresnet.train)
 # --dest            where to write (default .travel; tests write elsewhere)
 #
-# Writes .travel/cifar10-jpeg.tar.xz, .travel/fastcore-*.whl and .travel/wheels/ (the exact versions listed in
-# scripts/gpu-jupyter.txt), then prints the size of what travels. Needs pip's package index (PyPI), not the GPU
-# machine's: on the GPU machine scripts/gpu_run.sh installs from .travel/wheels/ with no network.
+# Writes .travel/cifar10-jpeg.tar.xz, .travel/fastcore-*.whl, .travel/airbench-*.whl and .travel/wheels/ (the exact
+# versions listed in scripts/gpu-jupyter.txt), then prints the size of what travels. Needs pip's package index (PyPI),
+# here: on the GPU machine scripts/gpu_run.sh installs from .travel/ with no network.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=../shared/data/cifar10-jpeg.tar.xz; PYV=3.12; JUPYTER=1; DEST=.travel
@@ -41,6 +41,8 @@ if [ $JUPYTER = 1 ]; then
   "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "$PYV" --implementation cp --abi "$tag" --abi abi3 \
     --abi none "${plats[@]}" -d "$DEST/wheels" -r scripts/gpu-jupyter.txt
 fi
+# airbench (the peer of `python -m attnresnet.peer`) is published as source only: built here into a pure-Python wheel
+"$PY" -m pip wheel -q --no-deps -w "$DEST" airbench==0.1.8
 du -sh "$DEST"
 total=$(( $(du -sb "$DEST" | cut -f1) + $(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) ))
 echo "what travels (checkout + $DEST/): $(( total / 1048576 )) MiB of the 64 MiB a device call takes"
