@@ -12,7 +12,7 @@
 # --data    an image-folder root (train/<class>/, test/<class>/) or a .tar.xz of one
 #           (default: .travel/cifar10-jpeg.tar.xz, else ../shared/data/cifar10-jpeg)
 # --work    scratch folder for unpacked data, caches and checkpoints (default: a new temporary folder)
-# --steps   which of tests,bench,train,fast,grid,compile to run (default all but grid; env and data always run)
+# --steps   which of tests,bench,peer,train,fast,grid,compile to run (default all but grid; env and data always run)
 # --fast-budget  seconds of training for each fast-recipe run (default 120; 8 with --smoke)
 # --fast-seeds   how many fast-recipe runs (seeds 0, 1, ...) at most, as time allows (default 3; 1 with --smoke)
 # --grid-epochs  epochs of every run of the ablation grid (default 20; 1 with --smoke): the grid's fixed budget,
@@ -32,6 +32,8 @@
 #   data     unpack the archive, decode and cache the images (timed)
 #   tests    pytest -m gpu: fast path = eager fp32 within bf16 tolerance; augmentation CUDA == CPU; no host sync per step
 #   bench    eager settings, trainer vs bare loop, torch.profiler table and GPU busy fraction (python -m attnresnet.bench)
+#   peer     airbench94 (python -m attnresnet.peer) trained 5 times on the same data and card, beside this trainer
+#            (airbench comes as a wheel in .travel/, from scripts/travel.sh; with --smoke only the data export runs)
 #   train    the paper's recipe on the full data for E epochs, E chosen from a measured 1-epoch probe to end inside the box
 #   fast     the fast recipe (TrainConfig recipe="fast", time_budget), one run per seed while time is left
 #   grid     the ablation grid (nbs/ablations.ipynb) at --grid-epochs, skipping the runs already committed in
@@ -43,7 +45,7 @@ set -uo pipefail
 usage() { sed -n '5,16p' "$0" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 OUT=$1; shift
-BUDGET=""; DATA=""; WORK=""; SMOKE=0; STEPS=tests,bench,train,fast,compile; FAST_BUDGET=""; FAST_SEEDS=""
+BUDGET=""; DATA=""; WORK=""; SMOKE=0; STEPS=tests,bench,peer,train,fast,compile; FAST_BUDGET=""; FAST_SEEDS=""
 GRID_EPOCHS=""; GRID_SEEDS=3; GRID_JOBS=1
 while [ $# -gt 0 ]; do
   case $1 in
@@ -81,7 +83,7 @@ done
 [[ "$FAST_BUDGET" =~ ^[0-9]+$ ]] && [ "$FAST_BUDGET" -ge 1 ] || { echo "gpu_run.sh: --fast-budget $FAST_BUDGET: give whole seconds" >&2; exit 2; }
 [[ "$FAST_SEEDS" =~ ^[0-9]+$ ]] || { echo "gpu_run.sh: --fast-seeds $FAST_SEEDS: give a whole number" >&2; exit 2; }
 for s in ${STEPS//,/ }; do
-  case $s in tests|bench|train|fast|grid|compile) ;; *) echo "gpu_run.sh: --steps: unknown step $s (tests,bench,train,fast,grid,compile)" >&2; exit 2 ;; esac
+  case $s in tests|bench|peer|train|fast|grid|compile) ;; *) echo "gpu_run.sh: --steps: unknown step $s (tests,bench,peer,train,fast,grid,compile)" >&2; exit 2 ;; esac
 done
 if [ -z "$DATA" ]; then
   if [ -f .travel/cifar10-jpeg.tar.xz ]; then DATA=.travel/cifar10-jpeg.tar.xz; else DATA=../shared/data/cifar10-jpeg; fi
@@ -169,6 +171,15 @@ s = load_splits('$DATA'); print(s.summary()); print(f'decoded and split in {time
 
 want tests && step tests 150 $PY -m pytest "${TESTS[@]}"
 want bench && step bench 120 $PY -m attnresnet.bench "${BENCH[@]}" --no-compile --profile "$RES/profile.txt" --out "$RES/bench.md"
+
+# peer: airbench from its wheel in .travel/ when not installed (pure Python: importable from the wheel itself)
+if want peer; then
+  if ! $PY -c "import airbench" 2>/dev/null; then for whl in "$REPO"/.travel/airbench-*.whl; do [ -f "$whl" ] && export PYTHONPATH="$PYTHONPATH:$whl"; done; fi
+  if [ $SMOKE = 1 ]; then step peer 120 $PY -m attnresnet.peer --data "$DATA" --work "$WORK/peer" --export-only
+  elif $PY -c "import airbench" 2>/dev/null; then step peer 150 $PY -m attnresnet.peer --data "$DATA" --work "$WORK/peer" --runs 5 --out "$RES/peer.md"
+  else echo "peer skipped: airbench is missing (scripts/travel.sh puts its wheel in .travel/)" | tee -a "$RES/steps.txt"
+  fi
+fi
 
 # train: a 1-epoch probe measures the epoch (training, validation, start-up, test), then E epochs fill the box
 if want train; then

@@ -13,10 +13,10 @@ def test_smoke_mode_runs_every_step_and_packs_one_archive(tmp_path, standin):
     archive = tmp_path / "standin.tar.xz"
     subprocess.run(["tar", "-cJf", str(archive), "-C", str(standin.parent), standin.name], check=True)
     r = run_script(tmp_path / "out", "--smoke", "--budget", 900, "--data", archive, "--work", tmp_path / "work",
-                   "--steps", "tests,bench,train,fast,grid", "--grid-seeds", 1, timeout=1000)
+                   "--steps", "tests,bench,peer,train,fast,grid", "--grid-seeds", 1, timeout=1000)
     assert r.returncode == 0, r.stdout + r.stderr
     steps = (tmp_path / "out" / "steps.txt").read_text()
-    for name in ("env", "unpack", "data", "tests", "bench", "probe", "train", "fast-seed0", "grid"):
+    for name in ("env", "unpack", "data", "tests", "bench", "peer", "probe", "train", "fast-seed0", "grid"):
         assert f"\n{name} rc=0 " in steps, (name, steps)
     assert "done in" in steps
     assert "training runs: papermill" in steps  # papermill is importable here, as on a GPU machine given .travel/wheels
