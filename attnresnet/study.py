@@ -80,9 +80,8 @@ def ablation_runs(runs_dir="runs/ablations", epochs: int = 500, train_subset: in
     if unknown: raise ValueError(f"only={only!r}: unknown configuration(s) {unknown}; choose from {ABLATION_NAMES}")
     check_positive_int("seeds", seeds); check_positive_int("base_width", base_width)
     runs = []
-    for a in ABLATIONS:
-        if a.name not in names: continue
-        for seed in range(seeds):
+    for seed in range(seeds):  # seed-major: every configuration gets seed k before any gets seed k + 1
+        for a in (a for a in ABLATIONS if a.name in names):
             params = dict(epochs=epochs, train_subset=train_subset, data=str(data), seed=seed, **extra, **_scaled(a, base_width),
                           run_dir=str(Path(runs_dir) / a.name / f"seed{seed}"), progress=False)
             make_config(params)  # every run is valid before the first one starts
@@ -169,29 +168,35 @@ def _finished(p, run: Run, gpu, err, t0: float, log, cwd: Path = Path(".")) -> s
         log(f"finished {run.run_dir} in {time.perf_counter() - t0:.0f}s" + (f" on GPU {gpu}" if gpu is not None else ""))
     finally: err.close()
 
+def _time_left(t_start: float, time_limit: float | None, longest: float | None) -> bool:
+    "Whether another run fits: no limit, no finished run to estimate from yet, or the longest one still fits in the time left."
+    return time_limit is None or longest is None or time.perf_counter() - t_start + longest <= time_limit
+
 def run_grid(runs: list[Run], runner: str = "papermill", gpus: list | None = None, cwd=None, log=print,
-             grace: float = 5.0, poll: float = 0.5) -> list[Run]:
-    "Run every unfinished run (one at a time, or one per GPU in `gpus`) from `cwd`; stopping the grid stops them. Returns the runs started."
+             grace: float = 5.0, poll: float = 0.5, time_limit: float | None = None) -> list[Run]:
+    "Run every unfinished run (one at a time, or one per GPU in `gpus`) from `cwd`, starting none that would overrun `time_limit` seconds. Returns the runs started."
     cwd = Path(cwd or Path.cwd())
     todo = [r for r in runs if not (cwd / r.run_dir / "metrics.json").exists()]
     log(f"{len(runs) - len(todo)} of {len(runs)} runs already finished; {len(todo)} to run")
     if not todo: return []
     if runner not in RUNNERS: raise ValueError(f"runner={runner!r}: choose one of {list(RUNNERS)}")
     die_with_us = ["setpriv", "--pdeathsig", "TERM", "--"] if sys.platform == "linux" and shutil.which("setpriv") else []
-    queue, free, running, failed = list(todo), list(gpus or [None]), {}, []
+    queue, free, running, failed, started, longest, t_start = list(todo), list(gpus or [None]), {}, [], [], None, time.perf_counter()
     main = threading.current_thread() is threading.main_thread()
     old = signal.signal(signal.SIGTERM, _raise_terminated) if main else None
     try:
         try:
             while queue or running:
-                while queue and free:
+                while queue and free and _time_left(t_start, time_limit, longest):
                     run, gpu = queue.pop(0), free.pop(0)
                     p, err, t0 = _start(run, gpu, runner, cwd, die_with_us)
-                    running[p] = (run, gpu, err, t0)
+                    running[p] = (run, gpu, err, t0); started.append(run)
+                if queue and not _time_left(t_start, time_limit, longest):
+                    log(f"{len(queue)} run(s) left for a later call: {longest:.0f}s a run no longer fits in time_limit={time_limit}s"); queue = []
                 time.sleep(poll)
                 for p in [p for p in running if p.poll() is not None]:
                     run, gpu, err, t0 = running.pop(p)
-                    free.append(gpu)
+                    free.append(gpu); longest = max(longest or 0.0, time.perf_counter() - t0)
                     if (msg := _finished(p, run, gpu, err, t0, log, cwd)) is not None: failed.append(msg)
         finally:
             if running: log(f"stopping {len(running)} unfinished run(s): {', '.join(str(r.run_dir) for r, *_ in running.values())}")
@@ -202,7 +207,7 @@ def run_grid(runs: list[Run], runner: str = "papermill", gpus: list | None = Non
         os.kill(os.getpid(), signal.SIGTERM)  # now handled as without run_grid: by default, the process ends
         raise KeyboardInterrupt("SIGTERM") from None
     if failed: raise RuntimeError("\n\n".join(failed))
-    return todo
+    return started
 
 # %% ../nbs/07_study.ipynb #47c60316
 def _ended_runs(runs_dir) -> list[dict]:

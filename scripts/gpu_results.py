@@ -1,5 +1,6 @@
 """Unpack what `scripts/gpu_run.sh` brought back into results/gpu/<date>-<card>/, draw Figure 4 of its longest run, and
-print the summary the README's "Results on a GPU" section is written from.
+print the summary the README's "Results on a GPU" section is written from. Ablation-grid runs (grid-<E>ep/) are added
+to results/gpu/grid-<E>ep/ instead, beside the runs of that budget from earlier sessions.
 
     python scripts/gpu_results.py gpu-results.tar.gz [--dest results/gpu]
 """
@@ -30,6 +31,17 @@ def name_work_folder(results: Path):
         if f.suffix in (".txt", ".log", ".json", ".csv", ".md") and work[1] in (text := f.read_text()):
             f.write_text(text.replace(work[1], "<work>"))
 
+def merge_grid(results: Path, parent: Path) -> list[Path]:
+    "Add the finished grid runs of `results` (grid-<E>ep/<configuration>/seed<k>/) that `parent`/grid-<E>ep/ lacks; returns them."
+    added = []
+    for run in sorted(results.glob("grid-*ep/*/seed*")):
+        target = parent / run.relative_to(results)
+        if (run / "metrics.json").exists() and not (target / "metrics.json").exists():
+            if target.exists(): shutil.rmtree(target)  # an unfinished copy
+            shutil.copytree(run, target, ignore=shutil.ignore_patterns("*.pt", "*.tmp"))
+            added.append(target)
+    return added
+
 def summary(results: Path, peak_bf16: float | None) -> list[str]:
     "One markdown line per training run: epochs, accuracies, epoch time, images/s, share of the bf16 peak."
     lines = []
@@ -56,13 +68,14 @@ def main(argv=None):
         with tarfile.open(a.archive) as t: t.extractall(tmp, filter="data")
         results = Path(tmp) / "results"
         card, day = card_and_date(results)
+        name_work_folder(results)
         dest, n = Path(a.dest) / f"{day}-{card}", 1
         while dest.exists(): n += 1; dest = Path(a.dest) / f"{day}-{card}-{n}"  # a second run on the same day and card
-        shutil.copytree(results, dest, ignore=shutil.ignore_patterns("*.pt", "*.tmp"))
-    name_work_folder(dest)
+        shutil.copytree(results, dest, ignore=shutil.ignore_patterns("*.pt", "*.tmp", "grid-*ep"))
+        grid = merge_grid(results, Path(a.dest))
     bench = (dest / "bench.md").read_text() if (dest / "bench.md").exists() else ""
     peak = re.search(r"bf16 ([\d.]+) TFLOP/s", bench)
-    runs = [r for r in sorted((dest / "runs").iterdir()) if (r / "metrics.json").exists()]
+    runs = [r for r in sorted((dest / "runs").iterdir()) if (r / "metrics.json").exists()] if (dest / "runs").exists() else []
     if runs:
         longest = max(runs, key=lambda r: json.loads((r / "metrics.json").read_text())["epochs"])
         m = json.loads((longest / "metrics.json").read_text())
@@ -74,5 +87,6 @@ def main(argv=None):
         save_figure(ax.figure, dest / "fig4_training_curves")
     print(f"results in {dest.relative_to(REPO) if dest.is_relative_to(REPO) else dest}")
     print("\n".join(summary(dest, float(peak[1]) if peak else None)))
+    for run in grid: print(f"- grid run added: {run.relative_to(REPO) if run.is_relative_to(REPO) else run}")
 
 if __name__ == "__main__": main()

@@ -4,28 +4,44 @@
 # fastcore comes as a wheel in .travel/).
 #
 #   bash scripts/gpu_run.sh OUT [--budget SECONDS] [--data FOLDER_OR_TAR_XZ] [--work DIR] [--steps LIST]
-#                               [--fast-budget SECONDS] [--fast-seeds N] [--smoke]
+#                               [--fast-budget SECONDS] [--fast-seeds N] [--grid-epochs E] [--grid-seeds N]
+#                               [--grid-jobs J] [--smoke]
 #
 # OUT       where gpu-results.tar.gz (everything below) and steps.txt go; nothing else is written there
 # --budget  seconds the whole script may take (default 420; 300 with --smoke); every step is time-boxed to fit
 # --data    an image-folder root (train/<class>/, test/<class>/) or a .tar.xz of one
 #           (default: .travel/cifar10-jpeg.tar.xz, else ../shared/data/cifar10-jpeg)
 # --work    scratch folder for unpacked data, caches and checkpoints (default: a new temporary folder)
-# --steps   which of tests,speed,bench,train,fast,compile,paper500 to run (default all but paper500; env and data always run)
+# --steps   which of tests,speed,bench,peer,train,fast,grid,compile,paper500 to run (default all but grid and paper500;
+#           env and data always run)
 # --fast-budget  seconds of training for each fast-recipe run (default 120; 8 with --smoke)
 # --fast-seeds   how many fast-recipe runs (seeds 0, 1, ...) at most, as time allows (default 3; 1 with --smoke)
+# --grid-epochs  epochs of every run of the ablation grid (default 20; 1 with --smoke): the grid's fixed budget,
+#                which names its folder, results/gpu/grid-<E>ep/
+# --grid-seeds   seeds per configuration the grid aims at (default 3); runs come seed by seed
+# --grid-jobs    grid runs at a time on the one GPU (default 1)
 # --smoke   every step at toy scale on the CPU (about two minutes): the test suite runs this, so the script cannot rot
+#
+# Training runs go through the project's main job, `papermill nbs/train.ipynb` (the executed notebook stays in each
+# run folder and comes back), when papermill can be had: already installed, or installed offline (step `jupyter`)
+# from the wheels scripts/travel.sh puts in .travel/wheels/; otherwise through python -m attnresnet.train.
 #
 # Steps, in order, each with its own time box; the archive is rewritten after each, so a step that runs out of time
 # (or a command killed at its limit) still leaves the earlier steps' results:
 #   env      nvidia-smi, card, torch/CUDA versions
+#   jupyter  papermill and ipykernel from .travel/wheels/ into a venv that sees the machine's torch (when needed)
 #   data     unpack the archive, decode and cache the images (timed)
 #   tests    pytest -m gpu: fast path = eager fp32 within bf16 tolerance; augmentation CUDA == CPU; no host sync per step;
 #            the CUDA-graph step (attnresnet.step) against the same step without a graph and against train_step
 #   speed    the training step's rows: eager, graph, + cudnn.benchmark, + compile, full trainer (python -m attnresnet.step)
 #   bench    eager settings, trainer vs bare loop, torch.profiler table and GPU busy fraction (python -m attnresnet.bench)
+#   peer     airbench94 (python -m attnresnet.peer) trained 5 times on the same data and card, beside this trainer
+#            (airbench comes as a wheel in .travel/, from scripts/travel.sh; with --smoke only the data export runs)
 #   train    the paper's recipe on the full data for E epochs, E chosen from a measured 1-epoch probe to end inside the box
 #   fast     the fast recipe (TrainConfig recipe="fast", time_budget), one run per seed while time is left
+#   grid     the ablation grid (nbs/ablations.ipynb) at --grid-epochs, skipping the runs already committed in
+#            results/gpu/grid-<E>ep/, starting runs while they fit in the time left; scripts/gpu_results.py adds the
+#            new ones to that folder, so the grid fills up session by session (only when --steps names it)
 #   compile  the benchmark's torch.compile and CUDA-graph rows (last: compiling costs minutes, training comes first)
 #   paper500 (only when named) the paper's recipe for 500 epochs on the full split in runs/paper500 of the checkout
 #            (git-ignored, so a warm device machine keeps it between commands): it trains until its time box ends and
@@ -34,10 +50,11 @@
 #            (repeated until runs/paper500/metrics.json exists); history, config and metrics come back in the archive
 set -uo pipefail
 
-usage() { sed -n '5,16p' "$0" >&2; exit 2; }
+usage() { sed -n '5,24p' "$0" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 OUT=$1; shift
-BUDGET=""; DATA=""; WORK=""; SMOKE=0; STEPS=tests,speed,bench,train,fast,compile; FAST_BUDGET=""; FAST_SEEDS=""
+BUDGET=""; DATA=""; WORK=""; SMOKE=0; STEPS=tests,speed,bench,peer,train,fast,compile; FAST_BUDGET=""; FAST_SEEDS=""
+GRID_EPOCHS=""; GRID_SEEDS=3; GRID_JOBS=1
 while [ $# -gt 0 ]; do
   case $1 in
     --budget) BUDGET=${2:?--budget needs seconds}; shift 2 ;;
@@ -46,6 +63,9 @@ while [ $# -gt 0 ]; do
     --steps) STEPS=${2:?--steps needs a list such as tests,fast}; shift 2 ;;
     --fast-budget) FAST_BUDGET=${2:?--fast-budget needs seconds}; shift 2 ;;
     --fast-seeds) FAST_SEEDS=${2:?--fast-seeds needs a number}; shift 2 ;;
+    --grid-epochs) GRID_EPOCHS=${2:?--grid-epochs needs a number}; shift 2 ;;
+    --grid-seeds) GRID_SEEDS=${2:?--grid-seeds needs a number}; shift 2 ;;
+    --grid-jobs) GRID_JOBS=${2:?--grid-jobs needs a number}; shift 2 ;;
     --smoke) SMOKE=1; shift ;;
     *) echo "gpu_run.sh: unknown argument $1" >&2; usage ;;
   esac
@@ -63,11 +83,15 @@ fi
 [ -n "$BUDGET" ] || BUDGET=$([ $SMOKE = 1 ] && echo 300 || echo 420)
 [ -n "$FAST_BUDGET" ] || FAST_BUDGET=$([ $SMOKE = 1 ] && echo 8 || echo 120)
 [ -n "$FAST_SEEDS" ] || FAST_SEEDS=$([ $SMOKE = 1 ] && echo 1 || echo 3)
+[ -n "$GRID_EPOCHS" ] || GRID_EPOCHS=$([ $SMOKE = 1 ] && echo 1 || echo 20)
+for v in GRID_EPOCHS GRID_SEEDS GRID_JOBS; do
+  [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "gpu_run.sh: --$(echo ${v,,} | tr _ -) ${!v}: give a whole number from 1" >&2; exit 2; }
+done
 [[ "$BUDGET" =~ ^[0-9]+$ ]] && [ "$BUDGET" -ge 60 ] || { echo "gpu_run.sh: --budget $BUDGET: give at least 60 seconds" >&2; exit 2; }
 [[ "$FAST_BUDGET" =~ ^[0-9]+$ ]] && [ "$FAST_BUDGET" -ge 1 ] || { echo "gpu_run.sh: --fast-budget $FAST_BUDGET: give whole seconds" >&2; exit 2; }
 [[ "$FAST_SEEDS" =~ ^[0-9]+$ ]] || { echo "gpu_run.sh: --fast-seeds $FAST_SEEDS: give a whole number" >&2; exit 2; }
 for s in ${STEPS//,/ }; do
-  case $s in tests|speed|bench|train|fast|compile|paper500) ;; *) echo "gpu_run.sh: --steps: unknown step $s (tests,speed,bench,train,fast,compile,paper500)" >&2; exit 2 ;; esac
+  case $s in tests|speed|bench|peer|train|fast|grid|compile|paper500) ;; *) echo "gpu_run.sh: --steps: unknown step $s (tests,speed,bench,peer,train,fast,grid,compile,paper500)" >&2; exit 2 ;; esac
 done
 if [ -z "$DATA" ]; then
   if [ -f .travel/cifar10-jpeg.tar.xz ]; then DATA=.travel/cifar10-jpeg.tar.xz; else DATA=../shared/data/cifar10-jpeg; fi
@@ -114,12 +138,33 @@ RESERVE_FAST=0; want fast && RESERVE_FAST=$((FAST_BUDGET + FAST_MARGIN))
 echo "budget ${BUDGET}s, smoke=$SMOKE, data $DATA, work $WORK" | tee "$RES/steps.txt"
 
 # env
-step env 30 bash -c "date -u; uname -a; (nvidia-smi || echo 'no nvidia-smi'); $PY -c '
+step env 60 bash -c "date -u; uname -a; (nvidia-smi || echo 'no nvidia-smi'); $PY -c '
 import platform, torch, torchvision, numpy
 print(\"python\", platform.python_version(), \"torch\", torch.__version__, \"torchvision\", torchvision.__version__, \"numpy\", numpy.__version__)
 print(\"cuda\", torch.version.cuda, \"cudnn\", torch.backends.cudnn.version(), \"available\", torch.cuda.is_available())
 if torch.cuda.is_available(): p = torch.cuda.get_device_properties(0); print(\"card\", p.name, p.multi_processor_count, \"SMs\", round(p.total_memory / 2**30, 1), \"GiB\")
 '; git -C '$REPO' rev-parse HEAD 2>/dev/null || echo 'no git'; git -C '$REPO' status --short 2>/dev/null | head -20"
+
+# the training runs' launcher: papermill when importable or installable from .travel/wheels/, else python -m
+JOB=python
+if $PY -c "import papermill, ipykernel" 2>/dev/null; then JOB=papermill
+elif [ -d "$REPO/.travel/wheels" ] && step jupyter 150 bash "$REPO/scripts/jupyter_env.sh" "$PY" "$REPO/.travel/wheels" "$WORK/venv"; then
+  PY=$WORK/venv/bin/python; JOB=papermill
+fi
+echo "training runs: $JOB ($PY)" | tee -a "$RES/steps.txt"
+train_run() {  # train_run STEP BOX RUN_DIR --flag value ...: one training run in a time box, as papermill job or module
+  local name=$1 box=$2 run=$3; shift 3
+  if [ $JOB = python ]; then step "$name" "$box" $PY -m attnresnet.train "$@" --run-dir "$run"; return; fi
+  local params=() k v
+  while [ $# -gt 0 ]; do  # --time-budget 8 -> -p time_budget 8; true/false -> True/False (papermill reads Python literals)
+    k=${1#--}; v=$2; shift 2
+    case $v in true) v=True ;; false) v=False ;; esac
+    params+=(-p "${k//-/_}" "$v")
+  done
+  mkdir -p "$run"
+  step "$name" "$box" $PY -m papermill "$REPO/nbs/train.ipynb" "$run/train.ipynb" -k python3 --log-output --no-progress-bar \
+    "${params[@]}" -p run_dir "$run"
+}
 
 # data: a folder is used in place; an archive is unpacked into the work folder
 if [ -f "$DATA" ]; then
@@ -138,10 +183,19 @@ want tests && step tests 150 $PY -m pytest "${TESTS[@]}"
 want speed && step speed $([ $SMOKE = 1 ] && echo 150 || echo 300) $PY -m attnresnet.step "${SPEED[@]}" --out "$RES/step-bench.md"
 want bench && step bench 120 $PY -m attnresnet.bench "${BENCH[@]}" --no-compile --profile "$RES/profile.txt" --out "$RES/bench.md"
 
+# peer: airbench from its wheel in .travel/ when not installed (pure Python: importable from the wheel itself)
+if want peer; then
+  if ! $PY -c "import airbench" 2>/dev/null; then for whl in "$REPO"/.travel/airbench-*.whl; do [ -f "$whl" ] && export PYTHONPATH="$PYTHONPATH:$whl"; done; fi
+  if [ $SMOKE = 1 ]; then step peer 120 $PY -m attnresnet.peer --data "$DATA" --work "$WORK/peer" --export-only
+  elif $PY -c "import airbench" 2>/dev/null; then step peer 150 $PY -m attnresnet.peer --data "$DATA" --work "$WORK/peer" --runs 5 --out "$RES/peer.md"
+  else echo "peer skipped: airbench is missing (scripts/travel.sh puts its wheel in .travel/)" | tee -a "$RES/steps.txt"
+  fi
+fi
+
 # train: a 1-epoch probe measures the epoch (training, validation, start-up, test), then E epochs fill the box
 if want train; then
   PROBE=$RES/runs/probe-1epoch
-  step probe 120 $PY -m attnresnet.train --data "$DATA" --device $DEVICE "${TRAIN[@]}" --epochs 1 --run-dir "$PROBE" --progress true
+  train_run probe 120 "$PROBE" --data "$DATA" --device $DEVICE "${TRAIN[@]}" --epochs 1 --progress true
   BOX=$(( $(left) - RESERVE_COMPILE - RESERVE_FAST - 15 ))
   E=$($PY - "$PROBE" "$BOX" "$SMOKE" <<'PY'
 import json, sys
@@ -158,8 +212,7 @@ PY
   )
   echo "train box ${BOX}s -> E=${E:-?} epochs (from the probe)" | tee -a "$RES/steps.txt"
   if [ -n "$E" ] && [ "$E" -ge 1 ]; then
-    step train "$BOX" $PY -m attnresnet.train --data "$DATA" --device $DEVICE "${TRAIN[@]}" --epochs "$E" \
-      --run-dir "$RES/runs/paper-${E}epochs" --progress true
+    train_run train "$BOX" "$RES/runs/paper-${E}epochs" --data "$DATA" --device $DEVICE "${TRAIN[@]}" --epochs "$E" --progress true
   fi
 fi
 
@@ -168,9 +221,23 @@ if want fast; then
   for ((seed = 0; seed < FAST_SEEDS; seed++)); do
     box=$((FAST_BUDGET + FAST_MARGIN))
     [ $(( $(left) - RESERVE_COMPILE )) -ge $box ] || { echo "fast-seed$seed skipped: not enough time left" | tee -a "$RES/steps.txt"; break; }
-    step fast-seed$seed $box $PY -m attnresnet.train --data "$DATA" --device $DEVICE "${TRAIN[@]}" --recipe fast --epochs 500 \
-      --time-budget "$FAST_BUDGET" --seed $seed --run-dir "$RES/runs/fast-seed$seed" --progress true
+    train_run fast-seed$seed $box "$RES/runs/fast-seed$seed" --data "$DATA" --device $DEVICE "${TRAIN[@]}" --recipe fast \
+      --epochs 500 --time-budget "$FAST_BUDGET" --seed $seed --progress true
   done
+fi
+
+# grid: the committed runs of this budget come along and are skipped; new runs start while they fit in the time left
+if want grid; then
+  GRID=grid-${GRID_EPOCHS}ep; mkdir -p "$RES/$GRID"
+  [ -d "$REPO/results/gpu/$GRID" ] && cp -r "$REPO/results/gpu/$GRID/." "$RES/$GRID/"
+  box=$(( $(left) - RESERVE_COMPILE - 10 )); gpus=$(printf '0,%.0s' $(seq "$GRID_JOBS")); gpus=${gpus%,}
+  [ $SMOKE = 1 ] && GRID_SCALE=(-p base_width 4 -p batch_size 32 -p only full,no_ema) || GRID_SCALE=()
+  if [ $JOB = papermill ]; then
+    step grid "$box" $PY -m papermill "$REPO/nbs/ablations.ipynb" "$RES/ablations.ipynb" -k python3 --log-output --no-progress-bar \
+      -p runs_dir "$RES/$GRID" -p epochs "$GRID_EPOCHS" -p seeds "$GRID_SEEDS" -p data "$DATA" -p device $DEVICE \
+      -p gpus "$gpus" -p time_limit $(( box - 30 )) "${GRID_SCALE[@]}"
+  else echo "grid skipped: nbs/ablations.ipynb needs papermill (scripts/travel.sh puts its wheels in .travel/)" | tee -a "$RES/steps.txt"
+  fi
 fi
 
 if [ $SMOKE = 0 ] && want compile; then
@@ -179,10 +246,9 @@ fi
 # paper500: the paper's recipe, 500 epochs, resumed from runs/paper500/last.pt by the next command that names this step
 if want paper500; then
   P500=$REPO/runs/paper500
-  step paper500 $(( $(left) - 20 )) $PY -m attnresnet.train --data "$DATA" --device $DEVICE "${TRAIN[@]}" --epochs $P500_EPOCHS \
-    --run-dir "$P500" --progress true
+  train_run paper500 $(( $(left) - 20 )) "$P500" --data "$DATA" --device $DEVICE "${TRAIN[@]}" --epochs $P500_EPOCHS --progress true
   mkdir -p "$RES/runs/paper500"
-  cp "$P500"/config.json "$P500"/history.csv "$P500"/metrics.json "$RES/runs/paper500/" 2>/dev/null
+  cp "$P500"/config.json "$P500"/history.csv "$P500"/metrics.json "$P500"/train.ipynb "$RES/runs/paper500/" 2>/dev/null
   echo "paper500: $(($(wc -l < "$P500/history.csv" 2>/dev/null || echo 1) - 1)) of $P500_EPOCHS epochs in $P500$([ -f "$P500/metrics.json" ] && echo ', finished' || echo '; run this step again to resume')" | tee -a "$RES/steps.txt"
 fi
 echo "done in $(( $(date +%s) - START ))s of ${BUDGET}s" | tee -a "$RES/steps.txt"

@@ -14,20 +14,27 @@ def run_script(*args, timeout=400):
 def test_smoke_mode_runs_every_step_and_packs_one_archive(tmp_path, standin):
     archive = tmp_path / "standin.tar.xz"
     subprocess.run(["tar", "-cJf", str(archive), "-C", str(standin.parent), standin.name], check=True)
-    r = run_script(tmp_path / "out", "--smoke", "--budget", 900, "--data", archive, "--work", tmp_path / "work", timeout=1000)
+    r = run_script(tmp_path / "out", "--smoke", "--budget", 900, "--data", archive, "--work", tmp_path / "work",
+                   "--steps", "tests,speed,bench,peer,train,fast,grid", "--grid-seeds", 1, timeout=1000)
     assert r.returncode == 0, r.stdout + r.stderr
     steps = (tmp_path / "out" / "steps.txt").read_text()
-    for name in ("env", "unpack", "data", "tests", "speed", "bench", "probe", "train", "fast-seed0"):
+    for name in ("env", "unpack", "data", "tests", "speed", "bench", "peer", "probe", "train", "fast-seed0", "grid"):
         assert f"\n{name} rc=0 " in steps, (name, steps)
     assert "done in" in steps
+    assert "training runs: papermill" in steps  # papermill is importable here, as on a GPU machine given .travel/wheels
     with tarfile.open(tmp_path / "out" / "gpu-results.tar.gz") as t:
         names = t.getnames()
         assert not any(n.endswith(".pt") for n in names)  # no checkpoints travel back
         assert {"results/bench.md", "results/profile.txt", "results/env.log", "results/tests.log"} <= set(names)
-        runs = sorted(n.split("/")[2] for n in names if n.endswith("/metrics.json"))
+        runs = sorted(n.split("/")[2] for n in names if n.startswith("results/runs/") and n.endswith("/metrics.json"))
+        grid = sorted(n for n in names if n.startswith("results/grid-1ep/") and n.endswith("/metrics.json"))
+        assert grid == ["results/grid-1ep/full/seed0/metrics.json", "results/grid-1ep/no_ema/seed0/metrics.json"], grid
+        assert "results/ablations.ipynb" in names
         assert runs == ["fast-seed0", "paper-2epochs", "probe-1epoch"], runs
         m = json.load(t.extractfile("results/runs/paper-2epochs/metrics.json"))
         fast = json.load(t.extractfile("results/runs/fast-seed0/config.json"))["parameters"]
+        job = json.load(t.extractfile("results/runs/paper-2epochs/train.ipynb"))  # the executed main job comes back
+    assert job["metadata"]["papermill"]["parameters"]["epochs"] == 2 and job["metadata"]["papermill"]["exception"] is not True
     assert m["completed"] and m["epochs"] == 2 and m["splits"]["train"] == 270
     assert m["test_acc_tta"] is not None  # the script's runs test with flip TTA too (opt-in elsewhere)
     assert fast["recipe"] == "fast" and fast["time_budget"] == 8 and fast["augment"] == "basic"
@@ -38,7 +45,9 @@ def test_smoke_mode_runs_every_step_and_packs_one_archive(tmp_path, standin):
     r = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_results.py"), str(tmp_path / "out" / "gpu-results.tar.gz"),
                         "--dest", str(tmp_path / "results")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    (dest,) = (tmp_path / "results").iterdir()
+    dest, grid = sorted((tmp_path / "results").iterdir(), key=lambda d: d.name.startswith("grid"))
+    assert grid.name == "grid-1ep" and (grid / "no_ema" / "seed0" / "metrics.json").exists()  # the grid grows in its own folder
+    assert not (dest / "grid-1ep").exists() and "grid run added: " in r.stdout
     assert dest.name.endswith("-cpu") and (dest / "fig4_training_curves.png").stat().st_size > 10_000
     assert "`paper-2epochs`" in r.stdout and "2 epochs" in r.stdout and "with flip TTA" in r.stdout
     # the GPU machine's scratch folder is named, not spelled out, in what is kept
