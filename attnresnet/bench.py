@@ -16,7 +16,7 @@ from torchvision.transforms import v2
 from .augment import Augment, mix_batch, soft_targets
 from .data import CIFAR10_MEAN, CIFAR10_STD, Splits, load_splits, offline_cifar10
 from .models import MODELS, PAPER_WIDTH, build_model, count_parameters
-from .helpers import markdown_table
+from .helpers import markdown_table, CommandLine
 # the trainer's own rules, so that the bare loop chooses, prepares and runs exactly what training does
 from .config import make_config, resolve_device, resolve_precision, device_name
 from .train import Trainer, autocast, ema_update, predict_views, prepare_batch
@@ -32,7 +32,7 @@ __all__ = ['EVAL_BATCH_SIZES', 'EVAL_HEADERS', 'SETTING_HEADERS', 'TRAINER_HEADE
            'time_torchvision_augment', 'measure_augment', 'EvalResult', 'measure_evaluation', 'eval_md', 'load_average',
            'report_header', 'format_peaks', 'setup_md', 'setting_row', 'trainer_md', 'profile_md', 'profile_text',
            'flops_md', 'augment_md', 'append_report', 'trainer_sections', 'run_benchmark', 'run_augment_benchmark',
-           'run_eval_benchmark', 'pos', 'non_negative', 'arg_parser', 'main']
+           'run_eval_benchmark', 'pos', 'non_negative', 'arg_parser', 'main', 'cli']
 
 # %% ../nbs/09_bench.ipynb #c2170253
 def flops_per_image(name: str = "attnresnet", # a model of `MODELS`
@@ -703,13 +703,13 @@ def non_negative(s: str) -> int:
     return int(s)
 
 # %% ../nbs/09_bench.ipynb #6c8dd9aa
-def arg_parser() -> argparse.ArgumentParser:
-    "Flags of `python -m attnresnet.bench`."
-    p = argparse.ArgumentParser(prog="python -m attnresnet.bench",
+def arg_parser() -> CommandLine:
+    "Flags of `attnresnet-bench` (`python -m attnresnet.bench`)."
+    p = CommandLine(prog="attnresnet-bench",
                                 description="Training speed of the paper's model: FLOPs, images/s per setting, trainer overhead; "
                                             "with --augment, batched augmentation against per-image torchvision; "
                                             "with --evaluate, evaluation speed per batch size.")
-    p.add_argument("--device", default="auto", help="'auto' (the GPU when there is one), 'cpu', 'cuda', 'cuda:N'")
+    p.add_argument("--device", default="auto", help="'auto' (the GPU when there is one), 'cpu', 'cuda' or 'cuda:N' (default: auto)")
     p.add_argument("--width", type=pos, default=None,
                    help=f"base width of the paper's model (default {PAPER_WIDTH}; with --evaluate 8, the CPU quick look's)")
     p.add_argument("--batch-size", type=pos, default=None, help="images per step (default 128; 512 with --augment)")
@@ -728,9 +728,8 @@ def arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=non_negative, default=None,
                    help="with --augment: DataLoader workers for torchvision (default os.cpu_count(); 0: in this process)")
     p.add_argument("--out", metavar="FILE", help="also write the report to FILE")
-    p.add_argument("--append", metavar="FILE", help="also append the report to FILE (e.g. BENCHMARKS.md) under its section: "
-                                                    f"'{SECTION}', with --augment '{AUGMENT_SECTION}', "
-                                                    f"with --evaluate '{EVAL_SECTION}'")
+    p.add_argument("--append", metavar="FILE", help="also append the report to FILE (e.g. BENCHMARKS.md), at the end of the "
+                                                    "section for its kind (training, augmentation or evaluation speed)")
     return p
 
 # %% ../nbs/09_bench.ipynb #45e58dc6
@@ -740,9 +739,10 @@ def main(argv: list[str] | None = None) -> str:
     argv = sys.argv[1:] if argv is None else list(argv)
     a = p.parse_args(argv)
     try: dev = resolve_device(a.device)
-    except RuntimeError: p.error(f"--device {a.device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
-    except ValueError: p.error(f"--device {a.device!r}: no CUDA GPU is visible")
-    if dev.type not in ("cpu", "cuda"): p.error(f"--device {a.device!r}: only CPU and CUDA devices are supported")
+    except ValueError as e: p.error(f"--device: {e}")
+    for flag, f in (("--out", a.out), ("--append", a.append), ("--profile", a.profile)):  # before minutes of measuring
+        if f and (Path(f).is_dir() or not os.access(Path(f).parent if str(Path(f).parent) else ".", os.W_OK)):
+            p.error(f"{flag} {f}: {'a folder' if Path(f).is_dir() else 'its folder is missing or read-only'}; give a file in a folder you can write to")
     command = " ".join(["python -m attnresnet.bench", *map(shlex.quote, argv)])
     log = lambda s: print(s, file=sys.stderr, flush=True)
     if a.augment and a.evaluate: p.error("--augment and --evaluate: choose one")
@@ -756,6 +756,10 @@ def main(argv: list[str] | None = None) -> str:
         append_report(a.append, report, AUGMENT_SECTION if a.augment else EVAL_SECTION if a.evaluate else SECTION)
         print(f"appended to {a.append}", file=sys.stderr)
     return report
+
+def cli():
+    "The `attnresnet-bench` console script: `main`, whose report is not an exit status."
+    main()
 
 # %% ../nbs/09_bench.ipynb #152be8d1
 if __name__ == "__main__" and "__file__" in globals(): main()  # not inside a notebook's kernel

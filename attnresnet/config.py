@@ -7,16 +7,18 @@ from __future__ import annotations
 import importlib.util, math, os, platform
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
+from fastcore.docments import docments
 import torch
 from .helpers import check_names
 from .models import MODELS, PAPER_WIDTH, check_wrn_depth
 from .augment import Augment, AUGMENT_PRESETS, check_mix_probs
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'NORMALIZATIONS', 'LR_SCHEDULES', 'RECIPES', 'MODEL_PARAMETERS', 'AUTHORS_PROTOCOL', 'FIDELITY_HEADERS',
-           'AUTHORS_SETTINGS', 'NOT_IN_AUTHORS_CODE', 'TrainConfig', 'validate_config', 'check_data', 'make_config',
-           'resolve_device', 'cpu_has_fast_bf16', 'resolve_precision', 'device_name', 'model_kwargs',
-           'protocol_differences', 'fidelity_table', 'departures']
+__all__ = ['PRECISIONS', 'NORMALIZATIONS', 'LR_SCHEDULES', 'RECIPES', 'SEED_LIMIT', 'MODEL_PARAMETERS', 'AUTHORS_PROTOCOL',
+           'FIDELITY_HEADERS', 'AUTHORS_SETTINGS', 'NOT_IN_AUTHORS_CODE', 'TrainConfig', 'validate_config',
+           'check_data', 'make_config', 'parameter_docs', 'allowed_values', 'parameters_cell', 'resolve_device',
+           'cpu_has_fast_bf16', 'resolve_precision', 'device_name', 'model_kwargs', 'protocol_differences',
+           'fidelity_table', 'departures']
 
 # %% ../nbs/04_config.ipynb #94d321f4
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -33,8 +35,8 @@ class TrainConfig:
     channel_attention: bool = True   # attnresnet: channel attention in every block
     spatial_attention: bool = True   # attnresnet: spatial attention in every block
     dropout: float = 0.3             # attnresnet / seresnet: dropout before the classifier
-    depth: int = 16                  # wrn only
-    widen_factor: int = 4            # wrn only
+    depth: int = 16                  # wrn only: layers (6n + 4)
+    widen_factor: int = 4            # wrn only: channel multiplier of every block
     block_dropout: float = 0.3       # wrn only: dropout inside each block (a WideResNet has none before its classifier)
     # data and augmentation (see `attnresnet.data`, `attnresnet.augment`)
     data: str = "cifar10"            # "cifar10" (torchvision download) or an image-folder root with train/ and test/
@@ -57,14 +59,14 @@ class TrainConfig:
     recipe: str = "paper"            # "paper" (section 2.4: these defaults) or "fast": `make_config` fills in `RECIPES[recipe]`
     epochs: int = 500                # with `time_budget`: the most epochs
     time_budget: float = 0.0         # seconds for the epochs (training and validation); >0: as many epochs as fit, from the first one's time
-    batch_size: int = 128
+    batch_size: int = 128            # images per optimiser step (under torchrun: see ddp_batch)
     lr: float = 0.1                  # peak learning rate
     lr_schedule: str = "cosine_epoch"  # "cosine_epoch" (stepped once per epoch, as the authors), "cosine" (per step), "linear" (to 0)
     warmup_epochs: float = 0.0       # linear warm-up of the learning rate from 0, before the schedule
-    momentum: float = 0.9
-    nesterov: bool = True            # as the authors' code
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.1
+    momentum: float = 0.9            # SGD's momentum
+    nesterov: bool = True            # Nesterov momentum, as the authors' code
+    weight_decay: float = 5e-4       # SGD's L2 penalty, on every parameter
+    label_smoothing: float = 0.1     # share of each target spread evenly over the classes
     grad_clip: float = 1.0           # max gradient norm (the paper clips without a value; 1.0 is the authors' code's); 0: off
     ema_decay: float = 0.999         # EMA of the weights (and batch-norm statistics: `ema_buffers`); 0 turns EMA off
     ema_warmup: bool = False         # the EMA's decay ramps up as 1 - (1 + step)^(-2/3) (timm's warm-up) until it reaches `ema_decay`
@@ -79,7 +81,7 @@ class TrainConfig:
     device: str = "auto"             # "auto", "cpu", "cuda", "cuda:1", ...
     ddp_batch: str = "global"        # under torchrun: "global" (batch_size is split over the processes) or "per_rank" (each takes batch_size; lr and swa_lr times their number)
     sync_bn: bool = False            # under torchrun: batch-norm statistics over every process's share of the batch (SyncBatchNorm); no effect in one process
-    seed: int = 0
+    seed: int = 0                    # seeds the validation split, the subset, the initial weights and every random draw of training
     eval_batch_size: int = 250       # images per evaluation batch (250: fastest measured at width 8 on a CPU: `python -m attnresnet.bench --evaluate`)
     tta: bool = False                # also test with flip test-time augmentation: a second pass over the test set (this study's extra; the paper reports none)
     run_dir: str = "runs/default"    # where config, history, metrics and checkpoints go
@@ -114,6 +116,7 @@ _CHOICES = dict(model=tuple(MODELS), augment=tuple(AUGMENT_PRESETS), precision=P
                 step=("auto", "graph", "eager"))
 _POSITIVE = ("width", "depth", "widen_factor", "epochs", "batch_size", "eval_batch_size")
 _NON_NEGATIVE = ("train_subset", "seed", "lr", "momentum", "weight_decay", "grad_clip", "swa_lr", "time_budget", "warmup_epochs")
+SEED_LIMIT = 2**63  # seeds of other processes and generators are offsets from `seed`
 _PROBABILITIES = ("dropout", "block_dropout", "mixup_prob", "cutmix_prob", "label_smoothing", "ema_decay", "val_fraction", "swa_start")
 
 def _check_ranges(c: TrainConfig):
@@ -124,6 +127,7 @@ def _check_ranges(c: TrainConfig):
         if getattr(c, name) < 1: raise ValueError(f"{name}={getattr(c, name)!r}: must be at least 1")
     for name in _NON_NEGATIVE:
         if getattr(c, name) < 0: raise ValueError(f"{name}={getattr(c, name)!r}: must be 0 or more")
+    if c.seed >= SEED_LIMIT: raise ValueError(f"seed={c.seed}: must be less than 2**63 (torch's generators take 64 bits)")
     for name in _PROBABILITIES:
         if not 0 <= getattr(c, name) < 1: raise ValueError(f"{name}={getattr(c, name)!r}: must be in [0, 1)")
     if c.mix_alpha <= 0: raise ValueError(f"mix_alpha={c.mix_alpha!r}: must be more than 0")
@@ -144,8 +148,9 @@ def _check_rules(c: TrainConfig):
     if c.nesterov and c.momentum == 0: raise ValueError("nesterov=True needs momentum > 0 (SGD's rule)")
     if c.swa and c.swa_lr <= 0: raise ValueError(f"swa_lr={c.swa_lr}: SWA needs a positive learning rate")
     if c.device != "auto":
-        try: torch.device(c.device)
-        except RuntimeError: raise ValueError(f"device={c.device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+        try: kind = torch.device(c.device).type
+        except RuntimeError: kind = None
+        if kind not in ("cpu", "cuda"): raise ValueError(f"device={c.device!r}: the study trains on CPUs and CUDA GPUs; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     if not c.run_dir: raise ValueError("run_dir='': give the folder where the run's artifacts go")
     if c.log == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
         raise ValueError("log='tensorboard' needs the tensorboard package: pip install tensorboard (or leave log='')")
@@ -160,10 +165,14 @@ def validate_config(c: TrainConfig):
 
 # %% ../nbs/04_config.ipynb #ff7c824d
 def check_data(c: TrainConfig):
-    "Raise a `ValueError` naming `data` unless it is 'cifar10' or an existing folder."
-    if c.data != "cifar10" and not Path(c.data).expanduser().is_dir():
+    "Raise a `ValueError` naming `data` unless it is 'cifar10' or an existing folder (not one of its splits)."
+    folder = Path(c.data).expanduser()
+    if c.data != "cifar10" and not folder.is_dir():
         raise ValueError(f"data={c.data!r}: no such folder. Use data='cifar10' (torchvision download into data/) or an "
                          "image-folder root with train/<class>/ and test/<class>/, e.g. ../shared/data/cifar10-jpeg")
+    if folder.name in ("train", "test") and not (folder / "train").is_dir() and (folder.parent / "train").is_dir():
+        raise ValueError(f"data={c.data!r} is the {folder.name}/ folder itself: give its parent, {str(folder.parent)!r}, "
+                         "which holds train/ and test/")
 
 # %% ../nbs/04_config.ipynb #574095e0
 def make_config(params: dict | TrainConfig | None = None, **overrides) -> TrainConfig:
@@ -175,13 +184,48 @@ def make_config(params: dict | TrainConfig | None = None, **overrides) -> TrainC
     if recipe not in RECIPES: raise ValueError(f"recipe={recipe!r}: choose one of {list(RECIPES)}")
     return TrainConfig(**{**RECIPES[recipe], **params})
 
+# %% ../nbs/04_config.ipynb #1568bfcc
+def parameter_docs() -> dict[str, str | None]:
+    "Each `TrainConfig` field's description: its comment in the class's source."
+    docs = docments(TrainConfig, returns=False)
+    if not any(docs.values()):  # a class defined in a notebook's kernel has no source file: read the exported module's
+        from attnresnet import config
+        docs = docments(config.TrainConfig, returns=False)
+    return dict(docs)
+
+# %% ../nbs/04_config.ipynb #51edb2a2
+_ACCEPTS = dict(mix_alpha="a number > 0", seed="an integer from 0 to 2**63 - 1", device="'auto', 'cpu', 'cuda' or 'cuda:N'",
+                data="'cifar10' or a folder with train/<class>/ and test/<class>/", run_dir="a folder (made if missing)")
+
+def allowed_values(name: str) -> str:
+    "What `validate_config` accepts for the field `name`, in words."
+    kind = {f.name: f.type for f in fields(TrainConfig)}[name]
+    number = "an integer" if kind == "int" else "a number"
+    if name in _ACCEPTS: return _ACCEPTS[name]
+    if name in _CHOICES: return "one of " + ", ".join(repr(v) for v in _CHOICES[name])
+    if name in _POSITIVE: return f"{number} >= 1"
+    if name in _NON_NEGATIVE: return f"{number} >= 0"
+    if name in _PROBABILITIES: return f"{number} in [0, 1)"
+    return dict(bool="true or false", int="an integer", float="a number", str="text")[kind]
+
+# %% ../nbs/04_config.ipynb #6ae87fb4
+def parameters_cell() -> str:
+    "The source of the training notebook's papermill parameters cell: each field as `name = None`, with its description."
+    head = "# None: TrainConfig's default (attnresnet.config); the configuration below shows every value the run uses"
+    return "\n".join([head] + [f"{f'{name} = None':<24}  # {doc}" for name, doc in parameter_docs().items()])
+
 # %% ../nbs/04_config.ipynb #e8797c8a
 def resolve_device(device: str = "auto") -> torch.device:
-    "The `torch.device` for a config's `device` ('auto': the GPU when there is one)."
+    "The `torch.device` for a config's `device` ('auto': the GPU when there is one), checked against this machine's GPUs."
     if device == "auto": return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    d = torch.device(device)
+    try: d = torch.device(device)
+    except RuntimeError: d = None
+    if d is None or d.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={device!r}: the study runs on CPUs and CUDA GPUs; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     if d.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r}: no CUDA GPU is visible; use device='auto' or 'cpu'")
+    if d.type == "cuda" and d.index is not None and d.index >= (n := torch.cuda.device_count()):
+        raise ValueError(f"device={device!r}: this machine has {n} CUDA GPU{'s' * (n != 1)} (cuda:0 to cuda:{n - 1}); use one of them")
     return d
 
 # %% ../nbs/04_config.ipynb #50d6a7c5

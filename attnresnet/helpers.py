@@ -4,14 +4,14 @@
 
 # %% ../nbs/11_helpers.ipynb #b4417d03
 from __future__ import annotations
-import difflib, json, os, shutil, uuid
+import argparse, contextlib, difflib, json, os, shutil, sys, uuid
 from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['OUTPUTS_MARK', 'is_int', 'is_number', 'check_positive_int', 'check_probability', 'check_names', 'check_injected',
-           'replace_atomic', 'write_text_atomic', 'write_json', 'atomic_save', 'replace_dir', 'staging_dir',
-           'markdown_table']
+__all__ = ['DEBUG_VARIABLE', 'OUTPUTS_MARK', 'is_int', 'is_number', 'check_positive_int', 'check_probability', 'check_names',
+           'check_injected', 'debugging', 'CommandLine', 'replace_atomic', 'write_text_atomic', 'write_json',
+           'atomic_save', 'replace_dir', 'staging_dir', 'markdown_table']
 
 # %% ../nbs/11_helpers.ipynb #6ad2d084
 def is_int(value) -> bool:
@@ -46,6 +46,41 @@ def check_names(names, known, what: str = "parameter"):
 def check_injected(scope: dict, before: set, parameters, what: str = "parameter of this notebook"):
     "Raise a `ValueError` for a name added to `scope` (a notebook's globals) since `before` that is not one of `parameters`."
     check_names([k for k in scope if k not in before and not k.startswith("_")], parameters, what)
+
+# %% ../nbs/11_helpers.ipynb #004d64e6
+DEBUG_VARIABLE = "ATTNRESNET_DEBUG"
+
+def debugging() -> bool:
+    "Whether the environment asks for tracebacks (`ATTNRESNET_DEBUG` set to anything but '' or '0')."
+    return os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+
+# %% ../nbs/11_helpers.ipynb #00651a2c
+class CommandLine(argparse.ArgumentParser):
+    "An `ArgumentParser` for the study's commands: whole flag names only, one-line errors, `--debug` for a traceback."
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+        self.add_argument("--debug", action="store_true", help=f"on an error, show its traceback (or set {DEBUG_VARIABLE}=1)")
+
+    def error(self, message: str):
+        "Exit with status 2 and one line (argparse prints its whole usage first)."
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        "As argparse, but an unknown flag is named with the closest known one."
+        a, extra = self.parse_known_args(args, namespace)
+        if extra:
+            bad = next((x for x in extra if x.startswith("-")), extra[0])
+            hint = difflib.get_close_matches(bad.split("=")[0], [s for act in self._actions for s in act.option_strings], n=1)
+            self.error(f"unrecognized argument {bad!r}" + (f"; did you mean {hint[0]}?" if hint else ""))
+        return a
+
+    @contextlib.contextmanager
+    def reporting(self, *errors: type[BaseException], status: int = 1, debug: bool = False):
+        "Inside, an exception of `errors` exits with `status` and its message as one line (re-raised with `debug` or `debugging()`)."
+        try: yield
+        except errors as e:
+            if debug or debugging(): raise
+            self.exit(status, f"{self.prog}: error: {e}\n")
 
 # %% ../nbs/11_helpers.ipynb #e72b9506
 def replace_atomic(path: Path, write):

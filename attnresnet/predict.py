@@ -10,11 +10,13 @@ from pathlib import Path
 import torch
 from torchvision.transforms.v2 import functional as TF
 from .runs import load_model
+from .config import resolve_device
+from .helpers import CommandLine
 from .augment import normalize
 from .data import decode_image_file
 
 # %% auto #0
-__all__ = ['read_image', 'Classifier', 'arg_parser', 'main']
+__all__ = ['read_image', 'Classifier', 'arg_parser', 'main', 'cli']
 
 # %% ../nbs/10_predict.ipynb #b3e82fa1
 def read_image(path) -> torch.Tensor:
@@ -66,26 +68,27 @@ class Classifier:
         return [[(self.classes[j], float(q)) for q, j in zip(pr, ir)] for pr, ir in zip(probs.tolist(), idx.tolist())]
 
 # %% ../nbs/10_predict.ipynb #6f0a0a9d
-def arg_parser() -> argparse.ArgumentParser:
-    "Flags of `python -m attnresnet.predict`."
-    p = argparse.ArgumentParser(prog="python -m attnresnet.predict",
-                                description="Top classes of image files (any size) under a trained run of attnresnet.train.")
+def arg_parser() -> CommandLine:
+    "Flags of `attnresnet-predict` (`python -m attnresnet.predict`)."
+    p = CommandLine(prog="attnresnet-predict",
+                    description="Top classes of image files (any size) under a trained run of attnresnet-train.")
     p.add_argument("run_dir", help="a run directory (config.json and best.pt)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files: JPEG, PNG, WebP or GIF, any size")
-    p.add_argument("--top", type=int, default=5, metavar="K", help="classes to list per image (default: 5)")
-    p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="weights to use (default: best)")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--top", type=int, default=5, metavar="K", help="classes to list per image, at least 1 (default: 5)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="weights to use: best (chosen on validation) or last (default: best)")
+    p.add_argument("--device", default="cpu", help="'cpu', 'cuda', 'cuda:N' or 'auto' (the GPU when there is one) (default: cpu)")
     return p
 
 def main(argv: list[str] | None = None) -> list[list[tuple[str, float]]]:
-    "Command-line entry point: print the top classes of each image; bad input exits with status 2, naming it."
+    "Command-line entry point: print the top classes of each image; bad input exits with status 2 and one line naming it."
     p = arg_parser()
     a = p.parse_args(argv)
     if a.top < 1: p.error(f"--top {a.top}: expected a positive integer")
-    try:
-        clf = Classifier.from_run(a.run_dir, a.checkpoint, a.device)
+    with p.reporting(ValueError, OSError, status=2, debug=a.debug):
+        try: device = resolve_device(a.device)
+        except ValueError as e: raise ValueError(f"--device: {e}") from None
         images = [read_image(f) for f in a.images]
-    except ValueError as e: p.error(str(e))
+        clf = Classifier.from_run(a.run_dir, a.checkpoint, str(device))
     sizes = [tuple(im.shape[-1:-3:-1]) for im in images]
     tops = clf.top([clf.resize(im) for im in images], a.top)
     width = max(len(c) for c in clf.classes)
@@ -93,6 +96,10 @@ def main(argv: list[str] | None = None) -> list[list[tuple[str, float]]]:
         print(f"{f} ({w}x{h})")
         for name, prob in top: print(f"  {name:<{width}}  {100 * prob:6.2f}%")
     return tops
+
+def cli():
+    "The `attnresnet-predict` console script: `main`, whose result is not an exit status."
+    main()
 
 # %% ../nbs/10_predict.ipynb #f5cec81c
 if __name__ == "__main__" and "ipykernel" not in sys.modules: main()  # a notebook kernel's __name__ is "__main__" too

@@ -19,15 +19,18 @@ from fastcore.basics import patch
 from .models import build_model, count_parameters
 from .data import load_splits, DeviceLoader
 from .augment import Augment, mix_batch, normalize, soft_targets, to_float
-from .config import (TrainConfig, NORMALIZATIONS, make_config, check_data, model_kwargs, resolve_device,
-                               resolve_precision, device_name, protocol_differences)
+from .config import (TrainConfig, NORMALIZATIONS, RECIPES, make_config, check_data, model_kwargs, resolve_device,
+                               resolve_precision, device_name, parameter_docs, allowed_values,
+                               protocol_differences)
+from .helpers import CommandLine, check_names
 from .runs import RunDir, RunRefused, environment, data_folder
 
 # %% auto #0
 __all__ = ['CPU_FALLBACK_HOURS', 'autocast', 'prepare_batch', 'ema_update', 'ema_decay_at', 'lr_factor', 'predict_views',
            'predict', 'accuracy', 'classification_metrics', 'Distributed', 'ddp_backend', 'distributed', 'rank_batch',
            'check_batch', 'CPUSyncBatchNorm', 'sync_batchnorm', 'check_world_size', 'Trainer', 'TrainingDiverged',
-           'authors_measure', 'EpochLog', 'fit', 'arg_parser', 'params_from_config', 'main']
+           'check_fits', 'authors_measure', 'EpochLog', 'run_folder', 'fit', 'arg_parser', 'params_from_config', 'main',
+           'cli']
 
 # %% ../nbs/06_train.ipynb #e7d22c93
 def autocast(precision: str, device: torch.device):
@@ -487,6 +490,17 @@ def stop_diverged(self: Trainer):
             precision=self.precision, completed=False, diverged=dict(**bad, optimizer_step=self.steps - bad["steps"] + bad["step"], message=message)))
     raise TrainingDiverged(message)
 
+# %% ../nbs/06_train.ipynb #df87e5d3
+def check_fits(model: nn.Module, state: dict, where: str = "last.pt"):
+    "Refuse the weights `state` (from the checkpoint `where`) unless every tensor fits `model`: else it belongs to another run."
+    own = model.state_dict()
+    odd = sorted(k for k in own.keys() | state.keys() if k not in own or k not in state or own[k].shape != state[k].shape)
+    if not odd: return
+    shape = lambda d: tuple(d[odd[0]].shape) if odd[0] in d else "absent"
+    raise RunRefused(f"{where} holds the weights of another network ({len(odd)} tensors differ, e.g. {odd[0]}: {shape(state)} there, "
+                     f"{shape(own)} in this run's {type(model).__name__}): the checkpoint belongs to another run. Move it out of "
+                     "this run directory to start the run afresh, or use the run_dir (and parameters) it was trained with")
+
 # %% ../nbs/06_train.ipynb #f1579b5c
 @patch
 def state_dict(self: Trainer) -> dict:
@@ -507,6 +521,7 @@ def load_state_dict(self: Trainer, s: dict):
     self.epoch, self.history, self.best, self.elapsed = s["epoch"], s["history"], s["best"], s["elapsed"]
     self.steps = s.get("steps", self.epoch * len(self.loader))
     self.planned_epochs = s.get("planned_epochs", self.config.epochs)
+    check_fits(self.model, s["model"], str(self.run.path / "last.pt") if self.run is not None else "last.pt")
     self.model.load_state_dict(s["model"])
     if self.ema is not None: self.ema.load_state_dict(s["ema"])
     if self.swa_model is not None: self.swa_model.load_state_dict(s["swa"])
@@ -699,6 +714,33 @@ class EpochLog:
         for h in (self.bar, self.board):
             if h is not None: h.close()
 
+# %% ../nbs/06_train.ipynb #a0d66f38
+@contextlib.contextmanager
+def run_folder(path, owner: bool = True):
+    "Make the run's folder (a `RunRefused` naming `run_dir` if it cannot be), and remove the folders made here if the run stops while they are empty."
+    path = Path(path)
+    if not owner:  # another process of the run makes it
+        yield path
+        return
+    made = list(itertools.takewhile(lambda q: not os.path.lexists(q), (path, *path.parents)))  # deepest first
+    def tidy():
+        for q in made:
+            try: q.rmdir()  # only an empty folder
+            except OSError: return
+    try: path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        tidy()
+        file = next((q for q in (path, *path.parents) if q.exists() and not q.is_dir()), None)
+        if file is not None: raise RunRefused(f"run_dir={str(path)!r}: {file} is a file, not a folder; give run_dir a folder's path") from None
+        raise RunRefused(f"run_dir={str(path)!r}: cannot make this folder ({e.strerror}); give run_dir a folder you can write to") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        tidy()
+        raise RunRefused(f"run_dir={str(path)!r}: this folder is read-only; give run_dir a folder you can write to")
+    try: yield path
+    except BaseException:
+        tidy()
+        raise
+
 # %% ../nbs/06_train.ipynb #352df543
 def fit(config: TrainConfig | dict | None = None, on_epoch: Callable | None = None, splits=None, **overrides) -> dict:
     "Train (or resume, or just report) the run `config` describes, in this process or in each process torchrun started; returns its metrics."
@@ -709,8 +751,8 @@ def fit(config: TrainConfig | dict | None = None, on_epoch: Callable | None = No
         metrics = run.read_json("metrics.json")
         if metrics.get("diverged"): raise TrainingDiverged(metrics["diverged"]["message"])
         return metrics
-    check_data(c)
-    with distributed(c.device) as d, run.lock() if d.main else contextlib.nullcontext():  # one writer per run directory: rank 0
+    check_data(c); resolve_device(c.device)  # this machine's data and devices, before any folder is made
+    with distributed(c.device) as d, run_folder(run.path, d.main), run.lock() if d.main else contextlib.nullcontext():  # one writer: rank 0
         check_world_size(run, d.world_size)
         return _train(c, splits, run if d.main else None, d, on_epoch)
 
@@ -727,45 +769,99 @@ def _train(c: TrainConfig, splits, run: RunDir | None, d: Distributed, on_epoch:
 
 # %% ../nbs/06_train.ipynb #63c787c3
 def _parse_bool(v: str) -> bool:
+    "argparse type: true/false, yes/no, on/off or 1/0."
     if v.lower() in ("1", "true", "yes", "on"): return True
     if v.lower() in ("0", "false", "no", "off"): return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {v!r}")
 
-def arg_parser() -> argparse.ArgumentParser:
-    "Command-line flags for every `TrainConfig` field (`--run-dir` for `run_dir`), plus `--config`."
-    p = argparse.ArgumentParser(prog="attnresnet-train", description="Train a model of the attnresnet study (see TrainConfig).")
-    p.add_argument("--config", help="a run's config.json: start from its parameters (flags override them)")
-    conv = dict(bool=_parse_bool, int=int, float=float, str=str)
+def _shown(v) -> str:
+    "A default as it is typed on the command line."
+    return str(v).lower() if isinstance(v, bool) else repr(v) if isinstance(v, str) else str(v)
+
+def arg_parser(recipe: str = "paper") -> CommandLine:
+    "Flags for every `TrainConfig` field (`--run-dir` for `run_dir`), described by `parameter_docs`, with `recipe`'s defaults; plus `--config`, `--print-config`."
+    p = CommandLine(prog="attnresnet-train", formatter_class=argparse.RawDescriptionHelpFormatter,
+                    description="Train one model of the attnresnet study into a run directory (config.json, history.csv, "
+                                "last.pt, best.pt, metrics.json).\nRerunning the same command resumes an interrupted run, "
+                                "and only reports a finished one.",
+                    epilog="examples:\n  attnresnet-train --data ../shared/data/cifar10-jpeg --width 8 --train-subset 5000 "
+                           "--epochs 3 --run-dir runs/quick\n  attnresnet-train --recipe fast --print-config > fast.json\n"
+                           "  attnresnet-train --config fast.json --run-dir runs/fast")
+    p.add_argument("--config", metavar="FILE", help="start from FILE's parameters (flags override them): a run's config.json, "
+                   "or a flat JSON or YAML file of parameter names and values (as --print-config writes)")
+    p.add_argument("--print-config", action="store_true", help="print the whole configuration these flags make (JSON) and exit")
+    defaults, docs = {**{f.name: f.default for f in fields(TrainConfig)}, **RECIPES.get(recipe, {})}, parameter_docs()
+    group = p.add_argument_group(f"training parameters (TrainConfig); defaults of --recipe {recipe}")
     for f in fields(TrainConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=conv[f.type], default=None, metavar=f.type.upper(),
-                       help=f"default: {f.default!r}")
+        help = f"{docs[f.name]} [{allowed_values(f.name)}; default: {_shown(defaults[f.name])}]"
+        group.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=dict(bool=_parse_bool, int=int, float=float, str=str)[f.type],
+                           default=None, metavar=f.type.upper(), help=help.replace("%", "%%"))
     return p
 
 # %% ../nbs/06_train.ipynb #509e2b1e
+def _parameters_file(path: Path) -> dict:
+    "The mapping in the JSON or YAML file `path`, or a `ValueError` naming the file and what is wrong."
+    try: text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e: raise ValueError(f"--config {str(path)!r}: cannot be read ({e})") from None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try: import yaml
+        except ImportError: raise ValueError(f"--config {str(path)!r}: reading YAML needs PyYAML (pip install pyyaml); or write the parameters as JSON") from None
+        try: obj = yaml.safe_load(text)
+        except yaml.YAMLError as e: raise ValueError(f"--config {str(path)!r}: not valid YAML ({' '.join(str(e).split())})") from None
+        floats = {f.name for f in fields(TrainConfig) if f.type == "float"}  # PyYAML reads 5e-4 as text (YAML 1.1)
+        if isinstance(obj, dict): obj = {k: _float_or(v) if k in floats else v for k, v in obj.items()}
+    else:
+        try: obj = json.loads(text)
+        except ValueError as e: raise ValueError(f"--config {str(path)!r}: not valid JSON ({e}); fix it, or write YAML in a .yaml file") from None
+    if not isinstance(obj, dict): raise ValueError(f"--config {str(path)!r}: expected parameter names with values, found a {type(obj).__name__}")
+    return obj
+
+def _float_or(v):
+    try: return float(v) if isinstance(v, str) else v
+    except ValueError: return v
+
 def params_from_config(path) -> dict:
-    "The parameters of a `config.json`; a run's own (beside its history) keeps its folder as `run_dir`, and `data` is found where the run recorded it."
+    "The parameters in `path`: a run's `config.json` (a run's own, beside its history, keeps its folder as `run_dir`; `data` is found where the run recorded it), or a flat JSON or YAML file of parameters."
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"{path}: no such file (give a run's config.json)")
-    record = RunDir(path.parent).read_json(path.name)
-    params = dict(record["parameters"])
-    if any((path.parent / f).exists() for f in ("history.csv", "last.pt", "metrics.json")): params["run_dir"] = str(path.parent)
-    params["data"] = data_folder(record)
+    if not path.is_file(): raise ValueError(f"--config {str(path)!r}: no such file; give a run's config.json, or a JSON or YAML file of parameters")
+    obj = _parameters_file(path)
+    if isinstance(obj.get("parameters"), dict):  # a run's record
+        params = dict(obj["parameters"])
+        if any((path.parent / f).exists() for f in ("history.csv", "last.pt", "metrics.json")): params["run_dir"] = str(path.parent)
+        params["data"] = data_folder(obj)
+    else: params = obj
+    try: check_names(params, [f.name for f in fields(TrainConfig)], "training parameter")
+    except ValueError as e: raise ValueError(f"--config {str(path)!r}: {e}") from None
     return params
 
 # %% ../nbs/06_train.ipynb #81a8e165
-def main(argv: list[str] | None = None) -> dict:
-    "Command-line entry point: parse flags, then `fit`; a bad parameter exits with status 2 and its name."
-    p = arg_parser()
+def _recipe_in(argv: list[str]) -> str:
+    "The `--recipe` among `argv` ('paper' without one, or with an unknown one): the defaults `--help` shows."
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--recipe", default="paper")
+    recipe = pre.parse_known_args(argv)[0].recipe
+    return recipe if recipe in RECIPES else "paper"
+
+def main(argv: list[str] | None = None) -> dict | None:
+    "Command line: parse flags (over `--config`'s file), then `fit`. A bad parameter or file exits with status 2, a refused run with 1, each in one line."
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    p = arg_parser(_recipe_in(argv))
     a = vars(p.parse_args(argv))
-    try: params = params_from_config(a.pop("config")) if a.get("config") else {}
-    except (OSError, ValueError, KeyError) as e: p.error(f"--config: {e}")
-    params.update({k: v for k, v in a.items() if v is not None and k != "config"})
-    try: config = make_config(params); check_data(config)
-    except ValueError as e: p.error(str(e))
-    try: metrics = fit(config)
-    except (RunRefused, ValueError) as e: p.exit(1, f"{p.prog}: {e}\n")  # a refused run or an unreadable file: the message says what to do
+    debug, path, show = a.pop("debug"), a.pop("config"), a.pop("print_config")
+    with p.reporting(ValueError, OSError, status=2, debug=debug):  # the parameters, before any work
+        config = make_config({**(params_from_config(path) if path else {}), **{k: v for k, v in a.items() if v is not None}})
+        if show:
+            print(json.dumps(dataclasses.asdict(config), indent=2))
+            return None
+        check_data(config); resolve_device(config.device)
+    with p.reporting(RunRefused, ValueError, OSError, status=1, debug=debug):  # refused on this machine: data, download, folder, checkpoint
+        metrics = fit(config)
     if Distributed.from_env().main: print(json.dumps({k: metrics[k] for k in ("best_val_acc", "best_epoch", "test_acc", "test_acc_tta", "parameters")}))
     return metrics
+
+def cli():
+    "The `attnresnet-train` console script: `main`, whose metrics are not an exit status."
+    main()
 
 # %% ../nbs/06_train.ipynb #78ab0fc2
 if __name__ == "__main__" and "__file__" in globals(): main()  # not inside a notebook's kernel
