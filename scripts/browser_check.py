@@ -12,7 +12,7 @@
    free local port with a random token (settings, workspaces and runtime files in the temporary folder), opens every
    notebook in headless Chromium (Debian's `chromium` package, driven by Playwright; no browser is downloaded),
    waits for its kernel, and checks that the notebook does not show as modified (the unsaved-changes mark on its
-   tab), that every image output is an image the browser decoded (width and height > 0), that the notebook has at
+   tab), that no cell with outputs shows `[ ]:` instead of its execution count, that every image output is an image the browser decoded (width and height > 0), that the notebook has at
    least its expected number of them, that no output is a figure shown as text (`<Figure size ...>`) and that no
    cell shows an error.
 3. Saves a screenshot of each notebook's first screen and of every image output into OUT, writes OUT/summary.json
@@ -130,6 +130,8 @@ INSPECT = """async () => {
   const outs = [...nb.querySelectorAll('.jp-OutputArea-output')];
   return {
     modified: !!(tab && tab.classList.contains('jp-mod-dirty')),
+    blank_prompts: [...nb.querySelectorAll('.jp-CodeCell')].filter(c => c.querySelector('.jp-OutputArea-output')
+                        && /^\s*\[\s*\]:?\s*$/.test((c.querySelector('.jp-InputPrompt') || {}).innerText || '')).length,
     cells: nb.querySelectorAll('.jp-Cell').length,
     images: sizes,
     figures_as_text: outs.filter(o => !o.querySelector('img') && /^\\s*<Figure size/.test(o.innerText)).length,
@@ -210,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             if not b: problems.append("the notebook did not open in JupyterLab")
             elif not b.get("kernel_ready"): problems.append("its kernel did not start (or never became idle)")
             if b.get("modified"): problems.append("opens modified: the unsaved-changes mark shows before anything was done")
+            if b.get("blank_prompts"): problems.append(f"{b['blank_prompts']} cell(s) with outputs show `[ ]:`, not their execution count")
             if len(decoded) < len(b.get("images", [])): problems.append(f"{len(b['images']) - len(decoded)} image(s) not decoded by the browser")
             if len(decoded) < max(f["images"], MIN_IMAGES.get(name, 0)):
                 problems.append(f"{len(decoded)} image(s) shown, expected {max(f['images'], MIN_IMAGES.get(name, 0))}")
