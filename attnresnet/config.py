@@ -361,7 +361,7 @@ AUTHORS_SETTINGS = dict(
     label_smoothing=0.1, grad_clip=1.0, ema_decay=0.999, ema_warmup=False, precision="fp16", tta=False, **AUTHORS_PROTOCOL)
 NOT_IN_AUTHORS_CODE = (  # this study's switches and execution details; the other networks of the ablations
     "depth", "widen_factor", "block_dropout", "swa", "swa_start", "swa_lr", "full_validation", "recipe", "time_budget",
-    "channels_last", "compile", "device", "ddp_batch", "sync_bn", "seed", "eval_batch_size", "run_dir", "progress", "log")
+    "channels_last", "compile", "step", "device", "ddp_batch", "sync_bn", "seed", "eval_batch_size", "run_dir", "progress", "log")
 
 def departures(c: TrainConfig | None = None) -> list[str]:
     "The fields in which `c` (default: `TrainConfig()`) differs from the authors' code."

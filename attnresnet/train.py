@@ -485,7 +485,7 @@ def stop_diverged(self: Trainer):
             model=c.model, recipe=c.recipe, parameters=count_parameters(self.model), epochs=self.epoch, data_source=s.source,
             splits=dict(train=len(s.train_x), val=len(s.val_x), test=len(s.test_x)),
             best_val_acc=self.best["val_acc"] if has_val else None, best_epoch=self.best["epoch"] if has_val else None,
-            chosen_weights=None, test_acc=None, test_acc_tta=None, paper_protocol=paper_protocol(self.history),
+            chosen_weights=None, test_acc=None, test_acc_tta=None, authors_measure=authors_measure(self.history, self.config),
             classes=list(s.classes), wall_time_s=self.elapsed, device=str(self.device), device_name=device_name(self.device),
             precision=self.precision, completed=False, diverged=dict(**bad, optimizer_step=self.steps - bad["steps"] + bad["step"], message=message)))
     raise TrainingDiverged(message)

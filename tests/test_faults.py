@@ -387,7 +387,7 @@ def test_report_tables_show_diverged_runs(tmp_path):
     assert [r["seed"] for r in results] == [0]  # the tables' numbers come from completed runs only
     assert [(r["name"], r["seed"]) for r in diverged_runs(tmp_path)] == [("full", 1)]
     row, = ablation_table(results, diverged_runs(tmp_path))
-    assert row["n"] == "1 (+1 diverged)" and row["test_acc"] == "40.00"
+    assert row["n"] == "1 (+1 diverged)" and row["test_acc"] == "40.00 (n = 1)"
 
 
 def _finished_tiny_run(tree, run):
