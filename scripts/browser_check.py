@@ -131,7 +131,7 @@ INSPECT = """async () => {
   return {
     modified: !!(tab && tab.classList.contains('jp-mod-dirty')),
     blank_prompts: [...nb.querySelectorAll('.jp-CodeCell')].filter(c => c.querySelector('.jp-OutputArea-output')
-                        && /^\s*\[\s*\]:?\s*$/.test((c.querySelector('.jp-InputPrompt') || {}).innerText || '')).length,
+                        && /^\\s*\\[\\s*\\]:?\\s*$/.test((c.querySelector('.jp-InputPrompt') || {}).innerText || '')).length,
     cells: nb.querySelectorAll('.jp-Cell').length,
     images: sizes,
     figures_as_text: outs.filter(o => !o.querySelector('img') && /^\\s*<Figure size/.test(o.innerText)).length,

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SLOW_NEEDS = ("browser", "jupyterlab", "papermill", "ddp", "runners")  # marks that put a test in the slow tier
+SLOW_NEEDS = ("browser", "jupyterlab", "papermill", "ddp", "runners", "training")  # marks that put a test in the slow tier
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects
 def pytest_collection_modifyitems(items):

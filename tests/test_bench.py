@@ -1,6 +1,7 @@
 """`python -m attnresnet.bench` (training speed, and with --augment the augmentation pipeline) runs end to end on tiny
 inputs, and rejects bad flags by name."""
 import subprocess, sys, time
+import pytest
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -9,6 +10,7 @@ def bench(*args, timeout=120, module="attnresnet.bench"):
     return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO)
 
+@pytest.mark.training
 def test_quick_run_prints_the_tables_and_appends(tmp_path):
     out = tmp_path / "BENCHMARKS.md"
     out.write_text("# Benchmarks\n\n## Other section\n\nkept\n")

@@ -21,6 +21,7 @@ def test_bad_parameter_fails_fast(tmp_path, args, name):
     assert time.perf_counter() - t0 < 60
     assert not (tmp_path / "run").exists()  # nothing was created
 
+@pytest.mark.training
 def test_changed_parameters_do_not_touch_a_finished_run(tmp_path, standin):
     run = tmp_path / "run"
     common = ["--data", standin, "--width", "4", "--batch-size", "64", "--val-fraction", "0.2", "--progress", "false", "--run-dir", run]
@@ -31,6 +32,7 @@ def test_changed_parameters_do_not_touch_a_finished_run(tmp_path, standin):
     assert r.returncode != 0 and "epochs: 1 there, 2 now" in r.stderr
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
 
+@pytest.mark.training
 def test_config_json_alone_reruns_a_run(tmp_path, standin):
     run = tmp_path / "run"
     r = run_cli("--data", standin, "--width", "4", "--epochs", "1", "--batch-size", "64", "--val-fraction", "0.2",

@@ -168,6 +168,7 @@ def test_planted_checkpoint_payload_does_not_run(tmp_path, name):
     assert marker.exists()
 
 
+@pytest.mark.training
 def test_second_writer_is_refused_naming_the_holder(tree, tmp_path):
     "A run in progress holds its run directory: a second run started on it fails at once, naming the holder."
     run = tmp_path / "run"
@@ -217,6 +218,7 @@ def test_non_finite_numbers_are_refused(tmp_path, flag, value):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.training
 def test_config_from_another_folder_resumes_that_run(tree, tmp_path):
     run = tmp_path / "run"
     first = run_cli("--data", tree, "--run-dir", run, *TINY, timeout=300)
@@ -230,6 +232,7 @@ def test_config_from_another_folder_resumes_that_run(tree, tmp_path):
     assert not (elsewhere / "runs").exists()  # it found the finished run; it did not start a new one in ./runs
 
 
+@pytest.mark.training
 @pytest.mark.parametrize("name", ["config.json", "metrics.json", "last.pt"])
 def test_truncated_run_files_name_the_file_and_the_fix(tree, tmp_path, name):
     run = tmp_path / "run"
@@ -262,6 +265,7 @@ def test_failed_report_leaves_the_previous_figures(tmp_path):
     assert {p.read_text() for p in figures.iterdir() if p.name != OUTPUTS_MARK} == {"new run"}
 
 
+@pytest.mark.training
 def test_long_run_does_not_fall_back_to_the_cpu_silently(tree, tmp_path):
     "device='auto' without a GPU refuses a run of many hours, with its estimate; device='cpu' is the way to insist."
     if torch.cuda.is_available(): pytest.skip("a GPU is visible: device='auto' uses it")
