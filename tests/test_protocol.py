@@ -1,9 +1,11 @@
 """A short CPU run with the authors' validation protocol (AUTHORS_PROTOCOL: their split, validation on freshly augmented
 images, EMA of parameters only, fp32 evaluation, last batch kept) writes the named metrics of issue 21 to metrics.json."""
+import pytest
 import json
 from attnresnet.config import AUTHORS_PROTOCOL, make_config
 from attnresnet.train import fit
 
+@pytest.mark.training  # a 2-epoch run: the slow tier
 def test_authors_protocol_run_writes_named_metrics(tmp_path, standin):
     run = tmp_path / "authors"
     # the stand-in's 300 training images: 270 train after the authors' split; batch 64 leaves a last batch of 14, kept
