@@ -14,8 +14,8 @@ def splits(n=48, val=32):
                   (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 
 def config(**kw):
-    return make_config(dict(width=4, batch_size=16, precision="fp32", device="cpu", lr_schedule="cosine", epochs=3, progress=False,
-                            ema_warmup=True) | kw)
+    return make_config({**dict(width=4, batch_size=16, precision="fp32", device="cpu", lr_schedule="cosine", epochs=3, progress=False,
+                               ema_warmup=True), **kw})
 
 def same_tensors(a: dict, b: dict) -> bool:
     return list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
