@@ -1,8 +1,9 @@
 """The documentation builds up to Quarto. `nbdev-docs` is nbdev's notebook processing followed by `quarto render`;
 Quarto cannot be installed here, so this runs the processing (`nbdev.quarto.proc_nbs`, what `nbdev-docs` and
 `nbdev-proc-nbs` run before Quarto; the command itself first tries to download Quarto) on a copy of the project
-and checks every notebook goes through. It also checks that README.md's top part agrees with its source,
-nbs/index.ipynb, and that nbdev-readme leaves the hand-written README.md alone."""
+and checks every notebook goes through. It also checks that README.md is nbs/index.ipynb rendered (nbconvert's
+markdown exporter, code hidden; CONTRIBUTING.md has the command), that the committed outputs of index.ipynb are what
+executing it gives now, and that nbdev-readme (which needs Quarto) leaves README.md alone."""
 import json, re, shutil, subprocess, sys
 from pathlib import Path
 import pytest
@@ -59,17 +60,36 @@ def test_site_settings(processed, project):
     sidebar = (project / "_proc" / "sidebar.yml").read_text()
     assert all(n in sidebar for n in ("00_attention.ipynb", "08_figures.ipynb", "10_predict.ipynb"))
 
-def _markdown(nb_path) -> list[str]:
-    return ["".join(c["source"]).strip() for c in json.loads(Path(nb_path).read_text())["cells"] if c["cell_type"] == "markdown"]
+README_MAX_LINES = 160
 
-def test_readme_top_is_index():
-    "README.md starts with index.ipynb: its title, then its other cells in order (the `>` subtitle is the docs page's)."
-    cells = _markdown(REPO / "nbs" / "index.ipynb")
-    title = cells[0].splitlines()[0]
-    top = (REPO / "README.md").read_text().split("\n## ", 1)[0]
-    parts = [title] + cells[1:]
-    test_top = re.sub(r"\n{2,}", "\n\n", "\n\n".join(parts)).strip()
-    assert re.sub(r"\n{2,}", "\n\n", top).strip() == test_top, "README.md's top part and nbs/index.ipynb differ: edit both"
+def render_readme(nb_path) -> str:
+    "README.md as CONTRIBUTING.md's command makes it: the notebook's markdown and outputs, its code hidden."
+    from nbconvert import MarkdownExporter
+    return MarkdownExporter(exclude_input=True).from_filename(str(nb_path))[0]
+
+REGENERATE = "regenerate README.md from nbs/index.ipynb (CONTRIBUTING.md, 'README.md')"
+
+def test_readme_is_rendered_index():
+    assert (REPO / "README.md").read_text() == render_readme(REPO / "nbs" / "index.ipynb"), f"README.md differs: {REGENERATE}"
+
+def test_readme_is_short():
+    n = len((REPO / "README.md").read_text().splitlines())
+    assert n <= README_MAX_LINES, f"README.md has {n} lines, at most {README_MAX_LINES}: move detail to CONTRIBUTING.md, results/LOG.md..."
+
+def test_readme_has_no_internal_words():
+    text = (REPO / "README.md").read_text().lower()
+    found = [w for w in ("lent gpu", "quarter-hour", "design card", "issue ", "this session") if w in text]
+    assert not found, f"README.md uses internal words {found}: say what a user needs instead"
+
+def test_index_outputs_are_current(tmp_path):
+    "Executing index.ipynb now (it reads the committed result files) renders the committed README.md: no stale number."
+    import nbformat
+    from nbclient import NotebookClient
+    nb = nbformat.read(REPO / "nbs" / "index.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO / "nbs")}}).execute()
+    nbformat.write(nb, tmp_path / "index.ipynb")
+    assert render_readme(tmp_path / "index.ipynb") == (REPO / "README.md").read_text(), \
+        f"index.ipynb's outputs are stale (a result file changed): execute it, then {REGENERATE}"
 
 def test_nbdev_readme_leaves_readme_alone(project):
     before = (project / "README.md").read_bytes()
