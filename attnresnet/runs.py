@@ -59,7 +59,7 @@ def read_json(self: RunDir, name: str) -> dict:
 
 # %% ../nbs/05_runs.ipynb #7d61470f
 # may change between a run and its resume; the data may move (its fingerprint, checked on resume, says whether it is the same)
-_NOT_IDENTITY = ("run_dir", "data", "progress", "device", "eval_batch_size", "tta", "log")
+_NOT_IDENTITY = ("run_dir", "data", "progress", "device", "eval_batch_size", "tta", "log", "step")  # step: the same math, eager or graph
 
 @patch
 def check_same(self: RunDir, c: TrainConfig):

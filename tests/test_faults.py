@@ -399,6 +399,7 @@ def _finished_tiny_run(tree, run):
     assert r.returncode == 0, r.stderr[-2000:]
 
 
+@pytest.mark.training
 def test_lost_best_checkpoint_is_rebuilt_or_replaced(tree, tmp_path):
     "best.pt deleted after a kill, the best epoch earlier than last.pt's: the rerun finishes, says so and records it."
     run = tmp_path / "run"; _finished_tiny_run(tree, run)
@@ -413,6 +414,7 @@ def test_lost_best_checkpoint_is_rebuilt_or_replaced(tree, tmp_path):
     assert m["best_epoch"] == 2 and m["lost_best"]["epoch"] == 1 and (run / "best.pt").exists()
 
 
+@pytest.mark.training
 def test_lost_best_checkpoint_of_the_last_epoch_is_rebuilt_exactly(tree, tmp_path):
     run = tmp_path / "run"; _finished_tiny_run(tree, run)
     before = json.loads((run / "metrics.json").read_text())
@@ -429,6 +431,7 @@ def test_lost_best_checkpoint_of_the_last_epoch_is_rebuilt_exactly(tree, tmp_pat
     assert m["best_val_acc"] == row[f"val_acc_{name}"]
 
 
+@pytest.mark.training
 def test_hand_edited_config_is_refused_on_resume(tree, tmp_path):
     run = tmp_path / "run"; _finished_tiny_run(tree, run)
     (run / "metrics.json").unlink()  # an unfinished run
