@@ -208,7 +208,8 @@ def test_last_pt_of_another_network(standin, small_run, tmp_path, capsys):
     shutil.copy(small_run / "last.pt", run / "last.pt")  # width 4's checkpoint in a width-8 run's folder
     code, _, err = call(train.main, "--data", standin, "--width", "8", "--epochs", "2", "--batch-size", "64", "--val-fraction", "0.2",
                         "--progress", "false", "--run-dir", run, capsys=capsys)
-    assert code == 1 and one_line(err) and "the checkpoint belongs to another run" in err, err
+    # refused by the resume check (last.pt records its parameters), naming the field and both values, before anything is written
+    assert code == 1 and one_line(err) and "width=8 (last.pt: 4)" in err and "new run_dir" in err, err
     assert sorted(p.name for p in run.iterdir()) == ["last.pt"]  # no config.json written beside it
 
 def test_predict_errors_are_one_line(small_run, standin, tmp_path, capsys):
