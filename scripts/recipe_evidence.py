@@ -4,7 +4,7 @@
 
 For each seed the two recipes train side by side (one process each, `torch.set_num_threads(threads)` each), so both see
 the same machine load; each gets `--budget` seconds for its epochs (`TrainConfig.time_budget`). The table of test
-accuracies (mean and spread over seeds) goes to OUT/table.md; every run directory stays in OUT (checkpoints are
+accuracies (mean with n, SD and t-based 95% CI over seeds; the paired differences likewise) goes to OUT/table.md; every run directory stays in OUT (checkpoints are
 git-ignored).
 """
 import argparse, json, os, statistics, subprocess, sys
@@ -12,6 +12,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from attnresnet.study import mean_std  # noqa: E402  (n beside every mean; SD and a t-based 95% CI only from n = 3)
 
 def train_command(recipe: str, seed: int, a) -> list[str]:
     return [sys.executable, "-m", "attnresnet.train", "--recipe", recipe, "--seed", str(seed), "--width", str(a.width),
@@ -19,8 +20,8 @@ def train_command(recipe: str, seed: int, a) -> list[str]:
             "--run-dir", f"{a.out}/{recipe}-seed{seed}", "--progress", "true", "--tta", "true"]  # relative to the repository: no machine paths in configs
 
 def table(out: Path, recipes: list[str], seeds: int) -> str:
-    "Markdown table: per recipe, epochs trained, best validation and test accuracy (mean ± std over seeds), images/s."
-    fmt = lambda v: f"{100 * statistics.mean(v):.2f} ± {100 * statistics.stdev(v):.2f}" if len(v) > 1 else f"{100 * v[0]:.2f}"
+    "Markdown table: per recipe, epochs trained, best validation and test accuracy over seeds (`mean_std`: n, and SD and 95% CI from n = 3), images/s."
+    fmt = mean_std
     rows = ["| recipe | seeds | epochs (each seed) | best validation (%) | test (%) | test, flip TTA (%) | images/s |",
             "|---|---|---|---|---|---|---|"]
     for r in recipes:
@@ -35,10 +36,13 @@ def table(out: Path, recipes: list[str], seeds: int) -> str:
 def paired_table(out: Path, seeds: int) -> str:
     "Per seed, the two recipes side by side (they trained at the same time, under the same machine load)."
     rows = ["| seed | epochs, paper / fast | test, paper (%) | test, fast (%) | fast - paper (points) |", "|---|---|---|---|---|"]
+    diffs = []
     for s in range(seeds):
         p, f = (json.loads((out / f"{r}-seed{s}" / "metrics.json").read_text()) for r in ("paper", "fast"))
         rows.append(f"| {s} | {p['epochs']} / {f['epochs']} | {100 * p['test_acc']:.2f} | {100 * f['test_acc']:.2f} | "
                     f"{100 * (f['test_acc'] - p['test_acc']):+.2f} |")
+        diffs.append(f["test_acc"] - p["test_acc"])
+    rows.append(f"| all | | | | {mean_std(diffs)} |")
     return "\n".join(rows)
 
 def main(argv=None):
