@@ -6,7 +6,8 @@ import base64, importlib.util, json, os, struct, subprocess, sys
 import pytest
 from conftest import REPO
 
-pytestmark = [pytest.mark.browser, pytest.mark.jupyterlab, pytest.mark.papermill]
+pytestmark = [pytest.mark.browser, pytest.mark.jupyterlab, pytest.mark.papermill,
+              pytest.mark.xdist_group("browser")]  # one JupyterLab and one Chromium for the module's checks, on one worker
 
 spec = importlib.util.spec_from_file_location("browser_check", REPO / "scripts" / "browser_check.py")
 browser_check = importlib.util.module_from_spec(spec); spec.loader.exec_module(browser_check)
