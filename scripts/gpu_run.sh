@@ -152,6 +152,10 @@ elif [ -d "$REPO/.travel/wheels" ] && step jupyter 150 bash "$REPO/scripts/jupyt
   PY=$WORK/venv/bin/python; JOB=papermill
 fi
 echo "training runs: $JOB ($PY)" | tee -a "$RES/steps.txt"
+papermill_job() {  # papermill_job STEP BOX NOTEBOOK OUT -p name value ...: one of the project's papermill jobs in a time box
+  local name=$1 box=$2 nb=$3 out=$4; shift 4
+  step "$name" "$box" $PY -m papermill "$REPO/nbs/$nb" "$out" -k python3 --log-output --no-progress-bar "$@"
+}
 train_run() {  # train_run STEP BOX RUN_DIR --flag value ...: one training run in a time box, as papermill job or module
   local name=$1 box=$2 run=$3; shift 3
   if [ $JOB = python ]; then step "$name" "$box" $PY -m attnresnet.train "$@" --run-dir "$run"; return; fi
@@ -162,8 +166,7 @@ train_run() {  # train_run STEP BOX RUN_DIR --flag value ...: one training run i
     params+=(-p "${k//-/_}" "$v")
   done
   mkdir -p "$run"
-  step "$name" "$box" $PY -m papermill "$REPO/nbs/train.ipynb" "$run/train.ipynb" -k python3 --log-output --no-progress-bar \
-    "${params[@]}" -p run_dir "$run"
+  papermill_job "$name" "$box" train.ipynb "$run/train.ipynb" "${params[@]}" -p run_dir "$run"
 }
 
 # data: a folder is used in place; an archive is unpacked into the work folder
@@ -233,8 +236,7 @@ if want grid; then
   box=$(( $(left) - RESERVE_COMPILE - 10 )); gpus=$(printf '0,%.0s' $(seq "$GRID_JOBS")); gpus=${gpus%,}
   [ $SMOKE = 1 ] && GRID_SCALE=(-p base_width 4 -p batch_size 32 -p only full,no_ema) || GRID_SCALE=()
   if [ $JOB = papermill ]; then
-    step grid "$box" $PY -m papermill "$REPO/nbs/ablations.ipynb" "$RES/ablations.ipynb" -k python3 --log-output --no-progress-bar \
-      -p runs_dir "$RES/$GRID" -p epochs "$GRID_EPOCHS" -p seeds "$GRID_SEEDS" -p data "$DATA" -p device $DEVICE \
+    papermill_job grid "$box" ablations.ipynb "$RES/ablations.ipynb" -p runs_dir "$RES/$GRID" -p epochs "$GRID_EPOCHS" -p seeds "$GRID_SEEDS" -p data "$DATA" -p device $DEVICE \
       -p gpus "$gpus" -p time_limit $(( box - 30 )) "${GRID_SCALE[@]}"
   else echo "grid skipped: nbs/ablations.ipynb needs papermill (scripts/travel.sh puts its wheels in .travel/)" | tee -a "$RES/steps.txt"
   fi
