@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 import torch
 from torchvision.transforms.v2 import functional as TF
-from .runs import load_model
+from fastcore.basics import patch
+from .runs import RunDir
 from .config import resolve_device
 from .helpers import CommandLine
 from .augment import normalize
@@ -40,14 +41,13 @@ class Classifier:
     @classmethod
     def from_run(cls, run_dir, checkpoint: str = "best", device: str = "cpu") -> Classifier:
         "The classifier of the run in `run_dir`: its `best` (chosen on validation) or `last` weights."
-        run_dir = Path(run_dir)
-        if not run_dir.is_dir(): raise ValueError(f"run_dir {str(run_dir)!r}: no such folder")
-        cfg_path = run_dir / "config.json"
-        if not cfg_path.is_file(): raise ValueError(f"run_dir {str(run_dir)!r}: no config.json, so not a run directory")
-        cfg = json.loads(cfg_path.read_text())
+        run = RunDir(run_dir)
+        if not run.path.is_dir(): raise ValueError(f"run_dir {str(run.path)!r}: no such folder")
+        if not run.started: raise ValueError(f"run_dir {str(run.path)!r}: no {run.config_file.name}, so not a run directory")
+        cfg = run.config_record
         missing = [k for k in ("classes", "normalization") if k not in cfg]
-        if missing: raise ValueError(f"{cfg_path}: no {missing}; it was written before runs recorded them")
-        try: model = load_model(run_dir, checkpoint, device)
+        if missing: raise ValueError(f"{run.config_file}: no {missing}; it was written before runs recorded them")
+        try: model = run.load_model(checkpoint, device)
         except FileNotFoundError as e: raise ValueError(str(e)) from e
         return cls(model, list(cfg["classes"]), list(cfg["normalization"]["mean"]), list(cfg["normalization"]["std"]))
 
@@ -66,6 +66,12 @@ class Classifier:
         "Per image, the `k` most probable classes as (name, probability), most probable first."
         probs, idx = self.probabilities(images).topk(min(k, len(self.classes)), dim=1)
         return [[(self.classes[j], float(q)) for q, j in zip(pr, ir)] for pr, ir in zip(probs.tolist(), idx.tolist())]
+
+# %% ../nbs/10_predict.ipynb #1b56f16e
+@patch
+def classifier(self: RunDir, checkpoint: str = "best", device: str = "cpu") -> Classifier:
+    "The run's network as a `Classifier` (`Classifier.from_run`), with its `best` or `last` weights."
+    return Classifier.from_run(self.path, checkpoint, device)
 
 # %% ../nbs/10_predict.ipynb #6f0a0a9d
 def arg_parser() -> CommandLine:

@@ -4,11 +4,11 @@
 
 # %% ../nbs/07_study.ipynb #2e9478d7
 from __future__ import annotations
-import json, math, os, shlex, shutil, signal, statistics, subprocess, sys, tempfile, threading, time
+import math, os, shlex, shutil, signal, statistics, subprocess, sys, tempfile, threading, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from .config import TrainConfig, make_config
-from .runs import read_history
+from .runs import RunDir
 from .models import PARAMETER_BUDGET, PAPER_WIDTH
 from .helpers import markdown_table, check_positive_int
 from .data import REPO_DIR
@@ -62,7 +62,7 @@ class Run:
     @property
     def run_dir(self) -> Path: return Path(self.params["run_dir"])
     @property
-    def done(self) -> bool: return (self.run_dir / "metrics.json").exists()
+    def done(self) -> bool: return RunDir(self.run_dir).finished
 
 def _scaled(ablation: Ablation, base_width: int) -> dict:
     defaults = TrainConfig.__dataclass_fields__
@@ -153,8 +153,8 @@ def _start(run: Run, gpu, runner: str, cwd: Path, die_with_us: list) -> tuple:
     return p, err, time.perf_counter()
 
 def _diverged(run_dir: Path) -> dict | None:
-    "The `diverged` record of the run in `run_dir`'s `metrics.json`, if it stopped that way."
-    try: return json.loads((run_dir / "metrics.json").read_text()).get("diverged")
+    "The `diverged` record of the run in `run_dir` (`RunDir.diverged`), if it stopped that way and its metrics can be read."
+    try: return RunDir(run_dir).diverged
     except (OSError, ValueError): return None
 
 def _finished(p, run: Run, gpu, err, t0: float, log, cwd: Path = Path(".")) -> str | None:
@@ -176,7 +176,7 @@ def run_grid(runs: list[Run], runner: str = "papermill", gpus: list | None = Non
              grace: float = 5.0, poll: float = 0.5, time_limit: float | None = None) -> list[Run]:
     "Run every unfinished run (one at a time, or one per GPU in `gpus`) from `cwd`, starting none that would overrun `time_limit` seconds. Returns the runs started."
     cwd = Path(cwd or Path.cwd())
-    todo = [r for r in runs if not (cwd / r.run_dir / "metrics.json").exists()]
+    todo = [r for r in runs if not RunDir(cwd / r.run_dir).finished]
     log(f"{len(runs) - len(todo)} of {len(runs)} runs already finished; {len(todo)} to run")
     if not todo: return []
     if runner not in RUNNERS: raise ValueError(f"runner={runner!r}: choose one of {list(RUNNERS)}")
@@ -211,12 +211,13 @@ def run_grid(runs: list[Run], runner: str = "papermill", gpus: list | None = Non
 
 # %% ../nbs/07_study.ipynb #47c60316
 def _ended_runs(runs_dir) -> list[dict]:
+    "Every ended run under `runs_dir/<name>/seed<k>` (completed or diverged), as a row of its record, metrics and history."
     out = []
-    for m in sorted(Path(runs_dir).glob("*/seed*/metrics.json")):
-        d = m.parent
-        cfg = json.loads((d / "config.json").read_text())
-        out.append(dict(name=d.parent.name, seed=cfg["parameters"]["seed"], run_dir=str(d), params=cfg["parameters"],
-                        environment=cfg["environment"], metrics=json.loads(m.read_text()), history=read_history(d)))
+    for run in sorted((RunDir(d) for d in Path(runs_dir).glob("*/seed*")), key=lambda r: r.metrics_file):
+        if not run.finished: continue
+        cfg = run.config_record
+        out.append(dict(name=run.path.parent.name, seed=cfg["parameters"]["seed"], run_dir=str(run.path), params=cfg["parameters"],
+                        environment=cfg["environment"], metrics=run.metrics, history=run.history))
     return out
 
 def collect_results(runs_dir) -> list[dict]:
