@@ -264,8 +264,8 @@ def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
 # %% ../nbs/06_train.ipynb #a3864c62
 def check_world_size(run: RunDir, world_size: int):
     "Refuse to resume the run in `run` on another number of processes than its `config.json` records."
-    if not ((run.path / "last.pt").exists() and (run.path / "config.json").exists()): return
-    was = (run.read_json("config.json").get("distributed") or {}).get("world_size", 1)
+    if not run.resumable: return
+    was = run.world_size
     if was != world_size:
         how = f"torchrun --nproc-per-node {was}" if was > 1 else "one process (python -m attnresnet.train, no torchrun)"
         raise RunRefused(f"{run.path} was trained by {was} process(es), and this launch has {world_size}: resuming would change "
@@ -491,7 +491,7 @@ def stop_diverged(self: Trainer):
     raise TrainingDiverged(message)
 
 # %% ../nbs/06_train.ipynb #df87e5d3
-def check_fits(model: nn.Module, state: dict, where: str = "last.pt"):
+def check_fits(model: nn.Module, state: dict, where: str = "the checkpoint"):
     "Refuse the weights `state` (from the checkpoint `where`) unless every tensor fits `model`: else it belongs to another run."
     own = model.state_dict()
     odd = sorted(k for k in own.keys() | state.keys() if k not in own or k not in state or own[k].shape != state[k].shape)
@@ -521,7 +521,7 @@ def load_state_dict(self: Trainer, s: dict):
     self.epoch, self.history, self.best, self.elapsed = s["epoch"], s["history"], s["best"], s["elapsed"]
     self.steps = s.get("steps", self.epoch * len(self.loader))
     self.planned_epochs = s.get("planned_epochs", self.config.epochs)
-    check_fits(self.model, s["model"], str(self.run.path / "last.pt") if self.run is not None else "last.pt")
+    check_fits(self.model, s["model"], str(self.run.checkpoint_file("last")) if self.run is not None else "the checkpoint")
     self.model.load_state_dict(s["model"])
     if self.ema is not None: self.ema.load_state_dict(s["ema"])
     if self.swa_model is not None: self.swa_model.load_state_dict(s["swa"])
@@ -560,12 +560,12 @@ def _write_config(self: Trainer):
 def _recover_best(self: Trainer):
     "After a resume without `best.pt`: rebuild it from `last.pt`'s weights (exact when the best epoch was last.pt's own; else say so)."
     if self.run is None or not len(self.splits.val_y) or not self.history or self.best["epoch"] == 0: return
-    if (self.run.path / "best.pt").exists(): return
+    if self.run.has_checkpoint("best"): return
     lost, self.best = self.best, dict(val_acc=-1.0, epoch=0, weights="raw")
     self.keep_best(self.history[-1])  # last.pt's candidates, with the validation accuracies they had
     if (self.best["epoch"], self.best["weights"]) == (lost["epoch"], lost["weights"]): return  # rebuilt exactly
     self.best["lost"] = {k: lost[k] for k in ("val_acc", "epoch", "weights")}
-    warnings.warn(f"{self.run.path / 'best.pt'} is missing: the best weights it held ({lost['weights']}, epoch {lost['epoch']}, "
+    warnings.warn(f"{self.run.checkpoint_file('best')} is missing: the best weights it held ({lost['weights']}, epoch {lost['epoch']}, "
                   f"validation {100 * lost['val_acc']:.2f}%) are lost; choosing among the weights of epoch {self.epoch} on "
                   "(recorded as lost_best in metrics.json). To keep the original choice, restore best.pt and rerun", stacklevel=2)
 
@@ -621,7 +621,7 @@ def chosen(self: Trainer, swa: nn.Module | None = None) -> tuple[str, nn.Module]
     if not len(self.splits.val_y): return next((k, final[k]) for k in ("swa", "ema", "raw") if k in final)
     c = self.config
     best = self.run.load_checkpoint("best") if self.run is not None else dict(state_dict=self._best_state)
-    if best is None: raise RunRefused(f"{self.run.path / 'best.pt'} disappeared during the run; rerun the same command: the run "
+    if best is None: raise RunRefused(f"{self.run.checkpoint_file('best')} disappeared during the run; rerun the same command: the run "
                                       "resumes from last.pt and rebuilds best.pt from it (nothing is retrained)")
     state = best["state_dict"]
     model = build_model(c.model, **model_kwargs(c, len(self.splits.classes))).to(self.device)
@@ -693,7 +693,7 @@ class EpochLog:
         if self.bar is not None: self.bar.update(tr.epoch)
         if c.log == "tensorboard" and tr.run is not None:
             from torch.utils.tensorboard import SummaryWriter  # optional package, checked by validate_config
-            self.board = SummaryWriter(str(tr.run.path / "tensorboard"))
+            self.board = SummaryWriter(str(tr.run.tensorboard_dir))
         return self
     def batches(self):
         "A bar over the next epoch's batches (None outside a terminal), for `Trainer.run_epoch`."
@@ -748,7 +748,7 @@ def fit(config: TrainConfig | dict | None = None, on_epoch: Callable | None = No
     run = RunDir(c.run_dir)
     run.check_same(c)
     if run.finished:
-        metrics = run.read_json("metrics.json")
+        metrics = run.metrics
         if metrics.get("diverged"): raise TrainingDiverged(metrics["diverged"]["message"])
         return metrics
     check_data(c); resolve_device(c.device)  # this machine's data and devices, before any folder is made
@@ -827,7 +827,7 @@ def params_from_config(path) -> dict:
     obj = _parameters_file(path)
     if isinstance(obj.get("parameters"), dict):  # a run's record
         params = dict(obj["parameters"])
-        if any((path.parent / f).exists() for f in ("history.csv", "last.pt", "metrics.json")): params["run_dir"] = str(path.parent)
+        if RunDir(path.parent).has_results: params["run_dir"] = str(path.parent)
         params["data"] = data_folder(obj)
     else: params = obj
     try: check_names(params, [f.name for f in fields(TrainConfig)], "training parameter")

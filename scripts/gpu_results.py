@@ -4,12 +4,12 @@ to results/gpu/grid-<E>ep/ instead, beside the runs of that budget from earlier 
 
     python scripts/gpu_results.py gpu-results.tar.gz [--dest results/gpu]
 """
-import argparse, json, re, shutil, sys, tarfile, tempfile
+import argparse, re, shutil, sys, tarfile, tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from attnresnet.runs import read_history  # noqa: E402
+from attnresnet.runs import RunDir  # noqa: E402
 from attnresnet.figures import plot_history, save_figure  # noqa: E402
 from attnresnet.reference import load_reference  # noqa: E402
 
@@ -36,7 +36,7 @@ def merge_grid(results: Path, parent: Path) -> list[Path]:
     added = []
     for run in sorted(results.glob("grid-*ep/*/seed*")):
         target = parent / run.relative_to(results)
-        if (run / "metrics.json").exists() and not (target / "metrics.json").exists():
+        if RunDir(run).finished and not RunDir(target).finished:
             if target.exists(): shutil.rmtree(target)  # an unfinished copy
             shutil.copytree(run, target, ignore=shutil.ignore_patterns("*.pt", "*.tmp"))
             added.append(target)
@@ -46,8 +46,8 @@ def summary(results: Path, peak_bf16: float | None) -> list[str]:
     "One markdown line per training run: epochs, accuracies, epoch time, images/s, share of the bf16 peak."
     lines = []
     for run in sorted((results / "runs").iterdir()):
-        if not (run / "metrics.json").exists(): continue
-        m, h = json.loads((run / "metrics.json").read_text()), read_history(run)
+        if not RunDir(run).finished: continue
+        m, h = RunDir(run).metrics, RunDir(run).history
         best = lambda k: max((r[k] for r in h if k in r), default=float("nan"))
         epoch_s = sum(r["seconds"] for r in h) / len(h)
         tta = f" ({100 * m['test_acc_tta']:.2f}% with flip TTA)" if m.get("test_acc_tta") is not None else ""
@@ -75,15 +75,15 @@ def main(argv=None):
         grid = merge_grid(results, Path(a.dest))
     bench = (dest / "bench.md").read_text() if (dest / "bench.md").exists() else ""
     peak = re.search(r"bf16 ([\d.]+) TFLOP/s", bench)
-    runs = [r for r in sorted((dest / "runs").iterdir()) if (r / "metrics.json").exists()] if (dest / "runs").exists() else []
+    runs = [RunDir(r) for r in sorted((dest / "runs").iterdir()) if RunDir(r).finished] if (dest / "runs").exists() else []
     if runs:
-        longest = max(runs, key=lambda r: json.loads((r / "metrics.json").read_text())["epochs"])
-        m = json.loads((longest / "metrics.json").read_text())
-        ax = plot_history(read_history(longest), f"{m['model']}, {m.get('recipe', 'paper')} recipe, {m['epochs']} epochs on {m['device_name']}",
+        longest = max(runs, key=lambda r: r.metrics["epochs"])
+        m = longest.metrics
+        ax = plot_history(longest.history, f"{m['model']}, {m.get('recipe', 'paper')} recipe, {m['epochs']} epochs on {m['device_name']}",
                           reference=load_reference())  # the authors' 500-epoch curve beside it
         ax.figure.set_size_inches(13, 6); ax.figure.subplots_adjust(left=0.06, right=0.94, bottom=0.33)
         ax.figure.text(0.01, 0.01, f"{m['splits']['train']:,} training / {m['splits']['val']:,} validation images of "
-                       f"{m['data_source'].split(' (')[0]}; {longest.name}", fontsize=7, color="#555555")
+                       f"{m['data_source'].split(' (')[0]}; {longest.path.name}", fontsize=7, color="#555555")
         save_figure(ax.figure, dest / "fig4_training_curves")
     print(f"results in {dest.relative_to(REPO) if dest.is_relative_to(REPO) else dest}")
     print("\n".join(summary(dest, float(peak[1]) if peak else None)))

@@ -7,11 +7,12 @@ the same machine load; each gets `--budget` seconds for its epochs (`TrainConfig
 accuracies (mean with n, SD and t-based 95% CI over seeds; the paired differences likewise) goes to OUT/table.md; every run directory stays in OUT (checkpoints are
 git-ignored).
 """
-import argparse, json, os, statistics, subprocess, sys
+import argparse, os, statistics, subprocess, sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from attnresnet.runs import RunDir  # noqa: E402
 from attnresnet.study import mean_std  # noqa: E402  (n beside every mean; SD and a t-based 95% CI only from n = 3)
 
 def train_command(recipe: str, seed: int, a) -> list[str]:
@@ -25,8 +26,7 @@ def table(out: Path, recipes: list[str], seeds: int) -> str:
     rows = ["| recipe | seeds | epochs (each seed) | best validation (%) | test (%) | test, flip TTA (%) | images/s |",
             "|---|---|---|---|---|---|---|"]
     for r in recipes:
-        ms = [json.loads((out / f"{r}-seed{s}" / "metrics.json").read_text()) for s in range(seeds)
-              if (out / f"{r}-seed{s}" / "metrics.json").exists()]
+        ms = [RunDir(out / f"{r}-seed{s}").metrics for s in range(seeds) if RunDir(out / f"{r}-seed{s}").finished]
         if not ms: continue
         rows.append(f"| {r} | {len(ms)} | {', '.join(str(m['epochs']) for m in ms)} | {fmt([m['best_val_acc'] for m in ms])} | "
                     f"{fmt([m['test_acc'] for m in ms])} | {fmt([m['test_acc_tta'] for m in ms])} | "
@@ -38,7 +38,7 @@ def paired_table(out: Path, seeds: int) -> str:
     rows = ["| seed | epochs, paper / fast | test, paper (%) | test, fast (%) | fast - paper (points) |", "|---|---|---|---|---|"]
     diffs = []
     for s in range(seeds):
-        p, f = (json.loads((out / f"{r}-seed{s}" / "metrics.json").read_text()) for r in ("paper", "fast"))
+        p, f = (RunDir(out / f"{r}-seed{s}").metrics for r in ("paper", "fast"))
         rows.append(f"| {s} | {p['epochs']} / {f['epochs']} | {100 * p['test_acc']:.2f} | {100 * f['test_acc']:.2f} | "
                     f"{100 * (f['test_acc'] - p['test_acc']):+.2f} |")
         diffs.append(f["test_acc"] - p["test_acc"])
