@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_runs.ipynb #b34fdc1e
 from __future__ import annotations
-import csv, io, json, os, platform, subprocess, time
+import csv, hashlib, io, json, os, platform, subprocess, time
 from dataclasses import asdict
 from pathlib import Path
 import torch
@@ -15,22 +15,40 @@ from .models import build_model
 from .config import TrainConfig, make_config, model_kwargs, device_name
 
 # %% auto #0
-__all__ = ['environment', 'RunDir', 'RunRefused', 'RunLock', 'read_history', 'load_config', 'data_folder']
+__all__ = ['git_state', 'environment', 'code_version', 'RunDir', 'RunRefused', 'RunLock', 'read_history', 'load_config',
+           'data_folder']
 
 # %% ../nbs/05_runs.ipynb #23dd7dbe
-def _git_commit() -> str:
-    "The checked-out commit of the package's source tree ('unknown' outside git)."
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(attnresnet.__file__).parent, capture_output=True,
-                              text=True, timeout=5).stdout.strip() or "unknown"
-    except Exception: return "unknown"
+def _git(*args: str) -> str | None:
+    "The output of `git ARGS` in the package's source tree; None outside git or when git fails."
+    try: r = subprocess.run(["git", *args], cwd=Path(attnresnet.__file__).parent, capture_output=True, text=True, timeout=10)
+    except Exception: return None
+    return r.stdout if r.returncode == 0 else None
 
+
+# %% ../nbs/05_runs.ipynb #13647f56
+def git_state() -> dict:
+    "The code as git sees it: commit, `git describe --always --dirty`, whether tracked files differ from the commit, and the SHA-256 of that difference."
+    commit = (_git("rev-parse", "HEAD") or "").strip()
+    if not commit: return dict(git_commit="unknown", git_describe=None, tree_modified=None, diff_sha256=None)
+    diff = _git("diff", "HEAD", "--binary") or ""
+    return dict(git_commit=commit, git_describe=(_git("describe", "--always", "--dirty") or "").strip() or None,
+                tree_modified=bool(diff), diff_sha256=hashlib.sha256(diff.encode()).hexdigest() if diff else None)
+
+# %% ../nbs/05_runs.ipynb #30225eb1
 def environment(device: torch.device) -> dict:
-    "Versions, git commit and device of this process, recorded beside a run's parameters."
+    "Versions, the code (`git_state`) and the device of this process, recorded beside a run's parameters."
     import torchvision, numpy  # only their versions are needed
-    return dict(attnresnet=attnresnet.__version__, git_commit=_git_commit(), python=platform.python_version(),
+    return dict(attnresnet=attnresnet.__version__, **git_state(), python=platform.python_version(),
                 torch=torch.__version__, torchvision=torchvision.__version__, numpy=numpy.__version__,
                 device=str(device), device_name=device_name(device), hostname=platform.node())
+
+# %% ../nbs/05_runs.ipynb #9c47f482
+def code_version(env: dict) -> str:
+    "How a run's `environment` record names its code: `git describe` for a clean tree, else the commit marked modified with its diff's hash."
+    name = env.get("git_describe") or (env.get("git_commit") or "unknown")[:7]
+    if not env.get("tree_modified"): return name
+    return f"{name.removesuffix('-dirty')} modified (diff sha256 {env['diff_sha256'][:12]}; not reproducible from the commit alone)"
 
 # %% ../nbs/05_runs.ipynb #30fde4fe
 def _unreadable(path: Path, e: Exception, fix: str) -> ValueError:

@@ -8,7 +8,7 @@ import math, os, shlex, shutil, signal, statistics, subprocess, sys, tempfile, t
 from dataclasses import dataclass, field
 from pathlib import Path
 from .config import TrainConfig, make_config
-from .runs import RunDir
+from .runs import RunDir, code_version
 from .models import PARAMETER_BUDGET, PAPER_WIDTH
 from .helpers import markdown_table, check_positive_int
 from .data import REPO_DIR
@@ -298,14 +298,14 @@ ABLATION_HEADERS = dict(configuration="Configuration", parameters="Parameters", 
 
 # %% ../nbs/07_study.ipynb #52304279
 def scale_note(results: list[dict]) -> str:
-    "One line describing the scale of `results`: epochs, training images, data, widths, devices, precision, seeds."
+    "One line describing the scale of `results`: epochs, training images, data, widths, devices, precision, seeds, code."
     if not results: return "no finished runs"
     fmt = lambda xs: ", ".join(str(x) for x in sorted(set(xs)))
     full = [r for r in results if r["name"] == "full"] or results
     return (f"{fmt(r['metrics']['epochs'] for r in results)} epochs; {fmt(r['metrics']['splits']['train'] for r in results)} training images "
             f"of {fmt(r['metrics']['data_source'] for r in results)}; full model width {fmt(r['params']['width'] for r in full)}; "
             f"{fmt(r['metrics']['device_name'] for r in results)}, {fmt(r['metrics']['precision'] for r in results)}; "
-            f"seeds {fmt(r['seed'] for r in results)}")
+            f"seeds {fmt(r['seed'] for r in results)}; code {fmt(code_version(r['environment']) for r in results)}")
 
 # %% ../nbs/07_study.ipynb #993766d2
 PAPER_TABLE2 = dict(architecture="Enhanced ResNet with Attention", parameters="4,913,705", width="31 channels",
