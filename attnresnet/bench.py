@@ -19,7 +19,8 @@ from .models import MODELS, PAPER_WIDTH, build_model, count_parameters
 from .helpers import markdown_table, CommandLine
 # the trainer's own rules, so that the bare loop chooses, prepares and runs exactly what training does
 from .config import make_config, resolve_device, resolve_precision, device_name
-from .train import Trainer, autocast, ema_update, predict_views, prepare_batch
+from .trainer import Trainer
+from .evaluate import autocast, predict_views, prepare_batch
 
 # %% auto #0
 __all__ = ['EVAL_BATCH_SIZES', 'EVAL_HEADERS', 'SETTING_HEADERS', 'TRAINER_HEADERS', 'FLOP_HEADERS', 'AUGMENT_HEADERS', 'SECTION',
@@ -340,16 +341,10 @@ def measure_trainer(device: torch.device, batch_size: int = 128, width: int = PA
 
 # %% ../nbs/09_bench.ipynb #ee2aa3d3
 def overhead_breakdown(tr: Trainer, repeats: int = 3) -> dict[str, float]:
-    "Median ms per step of `tr`'s work outside forward/backward, each part timed alone: augment+mix, grad clipping, EMA."
-    c = tr.config
+    "Median ms per step of `tr`'s work outside forward/backward, each a phase of `Trainer.train_step` timed alone: augment+mix, grad clipping, EMA."
     xb, yb = next(iter(tr.loader))
-    def augment():  # as `Trainer.train_step` begins
-        x = prepare_batch(tr.augment(xb, generator=tr.aug_generator), tr.mean, tr.std, c.channels_last)
-        mix_batch(x, soft_targets(yb, len(tr.splits.classes)), c.mixup_prob, c.cutmix_prob, generator=tr.aug_generator)
     for p in tr.model.parameters(): p.grad = torch.randn_like(p) if p.grad is None else p.grad
-    parts = dict(augment_and_mix=augment,
-                 grad_clip=lambda: nn.utils.clip_grad_norm_(tr.model.parameters(), c.grad_clip) if c.grad_clip > 0 else None,
-                 ema=lambda: ema_update(tr.ema, tr.model, c.ema_decay) if tr.ema is not None else None)
+    parts = dict(augment_and_mix=lambda: tr.augment_batch(xb, yb), grad_clip=tr.clip_gradients, ema=tr.update_ema)
     out = {}
     for name, fn in parts.items():
         times = []

@@ -13,7 +13,7 @@ from fastcore.basics import patch
 from .runs import RunDir
 from .config import resolve_device
 from .helpers import CommandLine
-from .augment import normalize
+from .evaluate import predict_views, evaluation_precision
 from .data import decode_image_file
 
 # %% auto #0
@@ -37,6 +37,9 @@ class Classifier:
     mean: list[float] # per-channel mean of the run's training split, images in [0, 1]
     std: list[float]
     size: int = 32 # the training images' height and width
+    precision: str = "fp32" # the run's evaluation precision on this device (`evaluation_precision`)
+    channels_last: bool = False # the memory format the run's network ran in
+    batch_size: int = 250 # images per forward pass (the run's `eval_batch_size`)
 
     @classmethod
     def from_run(cls, run_dir, checkpoint: str = "best", device: str = "cpu") -> Classifier:
@@ -49,18 +52,20 @@ class Classifier:
         if missing: raise ValueError(f"{run.config_file}: no {missing}; it was written before runs recorded them")
         try: model = run.load_model(checkpoint, device)
         except FileNotFoundError as e: raise ValueError(str(e)) from e
-        return cls(model, list(cfg["classes"]), list(cfg["normalization"]["mean"]), list(cfg["normalization"]["std"]))
+        c = run.config
+        if c.channels_last: model = model.to(memory_format=torch.channels_last)
+        return cls(model, list(cfg["classes"]), list(cfg["normalization"]["mean"]), list(cfg["normalization"]["std"]),
+                   precision=evaluation_precision(c, next(model.parameters()).device), channels_last=c.channels_last,
+                   batch_size=c.eval_batch_size)
 
     def resize(self, img: torch.Tensor) -> torch.Tensor:
         "uint8 image(s) (..., 3, H, W) resized as a whole to the training size, with antialiasing."
         return TF.resize(img, [self.size, self.size], antialias=True)
 
     def probabilities(self, images: list[torch.Tensor]) -> torch.Tensor:
-        "Class probabilities (N, classes) of uint8 RGB images (3, H, W) of any sizes."
-        p = next(self.model.parameters())
-        x = torch.stack([self.resize(im) for im in images]).to(p.device)
-        x = normalize(x.float() / 255, self.mean, self.std).to(p.dtype)
-        with torch.no_grad(): return self.model(x).float().softmax(1).cpu()
+        "Class probabilities (N, classes) of uint8 RGB images (3, H, W) of any sizes, by training's own inference path (`predict_views`)."
+        x = torch.stack([self.resize(im) for im in images])
+        return predict_views(self.model, x, self.mean, self.std, self.batch_size, precision=self.precision, channels_last=self.channels_last)[0].cpu()
 
     def top(self, images: list[torch.Tensor], k: int = 5) -> list[list[tuple[str, float]]]:
         "Per image, the `k` most probable classes as (name, probability), most probable first."

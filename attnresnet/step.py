@@ -15,7 +15,8 @@ from .augment import Augment, crop_flip, warp, rotation_matrix, perspective_matr
 from .augment import _blend, _hue, _rand, _beta, _perm, cutmix_box, check_mix_probs  # the pieces `mix_batch`, `apply_color` use
 from .config import _CHOICES, device_name
 from .data import Splits
-from .train import prepare_batch, ema_decay_at
+from .evaluate import prepare_batch
+from .schedules import ema_decay_at
 
 # %% auto #0
 __all__ = ['STEP_MODES', 'PAPER_STEPS', 'resolve_step', 'epoch_batches', 'draw_mix', 'apply_mix', 'draw_augment', 'apply_augment',
@@ -290,7 +291,7 @@ def _bench_trainer(device, width: int, batch: int, steps: int, val_images: int, 
     "A `Trainer` on random images: `steps` batches of training, `val_images` of validation (no run directory)."
     from attnresnet.bench import random_images
     from attnresnet.config import make_config
-    from attnresnet.train import Trainer
+    from attnresnet.trainer import Trainer
     x, y = random_images(steps * batch + val_images, seed=0)
     n = steps * batch
     s = Splits(x[:n], y[:n], x[n:], y[n:], x[:0], y[:0], [str(i) for i in range(10)], "random uint8 images",

@@ -15,7 +15,7 @@ def torchrun(*args, timeout=300) -> subprocess.CompletedProcess:
     """`torchrun --standalone --nproc-per-node 2 -m attnresnet.train ARGS` in a fresh process. No retry: a worker that
     aborted at exit ("terminate called without an active exception", 3 launches in 13 before the fix) was the trainer,
     held by reference cycles, freed at interpreter exit after the process group was gone; `distributed` now collects it
-    first (`nbs/06_train.ipynb`, "Leaving the process group"), and `test_torchrun_exits_cleanly_every_time` checks it."""
+    first (`nbs/05b_distributed.ipynb`, "Leaving the process group"), and `test_torchrun_exits_cleanly_every_time` checks it."""
     return subprocess.run([*TORCHRUN, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 def descendants(pid: int) -> list[int]:

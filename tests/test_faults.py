@@ -191,7 +191,7 @@ def test_second_writer_is_refused_naming_the_holder(tree, tmp_path):
 
 
 def test_resume_on_changed_data_is_refused(tree, tmp_path):
-    from attnresnet.train import Trainer
+    from attnresnet.trainer import Trainer
     from attnresnet.config import make_config
     from attnresnet.runs import RunDir
     c = make_config(data=str(tree), width=4, epochs=3, batch_size=4, val_fraction=0.25, run_dir=str(tmp_path / "run"), progress=False)

@@ -32,7 +32,7 @@ def test_augmentation_on_cuda_matches_cpu():
 def test_training_step_does_not_wait_for_the_gpu(tmp_path):
     "A few `Trainer.train_step`s (augment, Mixup/CutMix, bf16, clipping, EMA, schedule) under sync debug mode 'error'."
     from attnresnet.config import make_config
-    from attnresnet.train import Trainer
+    from attnresnet.trainer import Trainer
     from attnresnet.bench import trainer_splits
     c = make_config(width=8, batch_size=64, device="cuda", mixup_prob=0.5, cutmix_prob=0.5, run_dir=str(tmp_path), progress=False)
     tr = Trainer(c, trainer_splits(64 * 12, synthetic=True))
@@ -49,7 +49,7 @@ def test_training_step_does_not_wait_for_the_gpu(tmp_path):
 def _graph_trainers(tmp_path, steps=12, batch=64, **kw):
     "Two trainers from one bf16 config on random images: the graph step captured, and the same step without a graph."
     from attnresnet.config import make_config
-    from attnresnet.train import Trainer
+    from attnresnet.trainer import Trainer
     from attnresnet.bench import trainer_splits
     from attnresnet.step import GraphStep
     c = make_config(width=8, batch_size=batch, device="cuda", mixup_prob=0.3, cutmix_prob=0.3, step="graph", run_dir=str(tmp_path),
@@ -97,7 +97,7 @@ def test_graph_epoch_does_not_wait_for_the_gpu(tmp_path):
 def test_auto_takes_the_graph_on_cuda_and_resumes_exactly(tmp_path):
     "step='auto' is the graph on a GPU; a checkpoint after epoch 1 resumed into a fresh trainer continues as the unbroken run does."
     from attnresnet.config import make_config
-    from attnresnet.train import Trainer
+    from attnresnet.trainer import Trainer
     from attnresnet.bench import trainer_splits
     s = trainer_splits(8 * 64, synthetic=True)
     c = make_config(width=8, batch_size=64, device="cuda", epochs=3, run_dir=str(tmp_path), progress=False)

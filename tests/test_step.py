@@ -6,7 +6,7 @@ from attnresnet.bench import random_images
 from attnresnet.config import make_config
 from attnresnet.data import Splits
 from attnresnet.step import GraphStep, NoHostSync, draw_augment, draw_mix
-from attnresnet.train import Trainer
+from attnresnet.trainer import Trainer
 
 def splits(n=48, val=32):
     x, y = random_images(n + val, seed=1)
