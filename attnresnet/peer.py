@@ -8,10 +8,10 @@ import argparse, contextlib, math, os, statistics, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 from .data import ImageSet, load_images
 from .models import PAPER_WIDTH
 from .helpers import markdown_table, check_positive_int
+from .bench_flops import count_flops
 
 # %% auto #0
 __all__ = ['AIRBENCH94_EPOCHS', 'PUBLISHED_AIRBENCH94', 'export_for_airbench', 'train_flops_per_image', 'PeerResult',
@@ -30,10 +30,9 @@ def export_for_airbench(images: ImageSet, # decoded images, from `load_images`
 # %% ../nbs/14_peer.ipynb #a7f3ee54
 def train_flops_per_image(model: torch.nn.Module, x: torch.Tensor) -> float:
     "FLOPs of one forward and backward pass per image of the batch `x` through `model` (counted, not timed)."
-    with FlopCounterMode(display=False) as counter:
-        model(x).float().sum().backward()
+    flops = count_flops(model, x, backward=True)  # the study's one FLOP counter (`09a_bench_flops`)
     model.zero_grad(set_to_none=True)
-    return counter.get_total_flops() / len(x)
+    return flops
 
 # %% ../nbs/14_peer.ipynb #2282abcf
 @dataclass
@@ -117,7 +116,8 @@ def main(argv: list[str] | None = None) -> str:
     folder = export_for_airbench(images, a.work)
     if a.export_only: print(f"wrote {folder}/train.pt and test.pt ({len(images.train_y):,} + {len(images.test_y):,} images)"); return ""
     peer = run_airbench(a.work, a.runs, data=images.source)
-    from attnresnet.bench import measure_trainer, flops_per_image
+    from attnresnet.bench_step import measure_trainer
+    from attnresnet.bench_flops import flops_per_image
     ours = measure_trainer(torch.device("cuda"), steps=20, repeats=3)
     report = peer_md(peer, ours.trainer_images_per_s, flops_per_image("attnresnet", backward=True, width=PAPER_WIDTH))
     print(report)

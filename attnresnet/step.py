@@ -289,7 +289,7 @@ PAPER_STEPS = 45_000 // 128  # optimiser steps in one epoch of the paper's recip
 
 def _bench_trainer(device, width: int, batch: int, steps: int, val_images: int, **config):
     "A `Trainer` on random images: `steps` batches of training, `val_images` of validation (no run directory)."
-    from attnresnet.bench import random_images
+    from attnresnet.bench_step import random_images
     from attnresnet.config import make_config
     from attnresnet.trainer import Trainer
     x, y = random_images(steps * batch + val_images, seed=0)
@@ -300,7 +300,7 @@ def _bench_trainer(device, width: int, batch: int, steps: int, val_images: int, 
 
 def _profile_epoch(tr) -> tuple[int, float | None]:
     "Kernels and the GPU's busy fraction over one `train_epoch` (None, None on a CPU)."
-    from attnresnet.bench import busy_fraction
+    from attnresnet.bench_step import busy_fraction
     from torch.autograd import DeviceType
     if tr.device.type != "cuda": return None, None
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as prof:
@@ -311,7 +311,7 @@ def _profile_epoch(tr) -> tuple[int, float | None]:
 def step_benchmark(device: str = "cuda", width: int = 31, batch: int = 128, steps: int = 50, val_images: int = 5000,
                    compile: bool = True, quick: bool = False, log=None) -> tuple[list[dict], dict]:
     "A row per change of the training step (eager, graph, + cudnn.benchmark, + compile, the full trainer with validation), and the floors."
-    from attnresnet.bench import flops_per_image, measure_peaks
+    from attnresnet.bench_flops import flops_per_image, measure_peaks
     device = torch.device(device)
     peaks = measure_peaks(device, quick=quick)
     peak = peaks.get("bf16", peaks["fp32"])

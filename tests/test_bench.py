@@ -23,7 +23,7 @@ def test_quick_run_prints_the_tables_and_appends(tmp_path):
     assert "| fp32, contiguous, eager |" in r.stdout and "time per image vs bare" in r.stdout
     assert "| attnresnet | 4,913,705 | 1.049 |" in r.stdout  # paper model's FLOPs at its defaults
     text = out.read_text()
-    assert text.startswith("# Benchmarks\n\n## Other section\n\nkept\n\n## Training speed (issue 6)\n\n### ")
+    assert text.startswith("# Benchmarks\n\n## Other section\n\nkept\n\n## Training speed\n\n### ")
     assert "--width 4 --batch-size 16" in text and "load " in text
 
 def test_augment_run_prints_its_table_and_appends(tmp_path):
@@ -33,7 +33,7 @@ def test_augment_run_prints_its_table_and_appends(tmp_path):
     assert "| pipeline | images/s | speed-up vs torchvision |" in r.stdout
     assert "| batched `Augment('advanced')`, CPU, 1 thread |" in r.stdout
     assert "| torchvision v2 per image, in the main process, 1 thread |" in r.stdout and r.stdout.count("\n|") == 5
-    assert out.read_text().startswith("## Augmentation pipeline (issue 3)\n\n### ")
+    assert out.read_text().startswith("## Augmentation pipeline\n\n### ")
 
 def test_old_augment_command_names_the_new_one():
     r = bench("--bench", module="attnresnet.augment", timeout=60)

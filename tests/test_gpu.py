@@ -7,7 +7,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
     ("bf16", True, None), ("bf16", True, "default"), ("bf16", False, "default"), ("fp32", True, "default")])
 def test_fast_path_computes_the_same_function(precision, channels_last, compile):
     "Fast settings against eager fp32: bf16 rounding, no more (thresholds of nbs/09_bench); a failure names non-finite gradients."
-    from attnresnet.bench import Setting, fast_path_error
+    from attnresnet.bench_step import Setting, fast_path_error
     err = fast_path_error(Setting(precision, channels_last, compile), "cuda", width=8, batch_size=32)
     assert not err["nonfinite_grads"], f"non-finite gradients in {err['nonfinite_grads']} ({err['output']=}, {err['loss']=})"
     assert err["output"] < 2e-2 and err["loss"] < 2e-2 and err["grad_cosine"] > 0.9, err
@@ -33,7 +33,7 @@ def test_training_step_does_not_wait_for_the_gpu(tmp_path):
     "A few `Trainer.train_step`s (augment, Mixup/CutMix, bf16, clipping, EMA, schedule) under sync debug mode 'error'."
     from attnresnet.config import make_config
     from attnresnet.trainer import Trainer
-    from attnresnet.bench import trainer_splits
+    from attnresnet.bench_step import trainer_splits
     c = make_config(width=8, batch_size=64, device="cuda", mixup_prob=0.5, cutmix_prob=0.5, run_dir=str(tmp_path), progress=False)
     tr = Trainer(c, trainer_splits(64 * 12, synthetic=True))
     assert tr.precision == "bf16" and tr.ema is not None and c.grad_clip > 0
@@ -50,7 +50,7 @@ def _graph_trainers(tmp_path, steps=12, batch=64, **kw):
     "Two trainers from one bf16 config on random images: the graph step captured, and the same step without a graph."
     from attnresnet.config import make_config
     from attnresnet.trainer import Trainer
-    from attnresnet.bench import trainer_splits
+    from attnresnet.bench_step import trainer_splits
     from attnresnet.step import GraphStep
     c = make_config(width=8, batch_size=batch, device="cuda", mixup_prob=0.3, cutmix_prob=0.3, step="graph", run_dir=str(tmp_path),
                     progress=False, lr_schedule="cosine", epochs=10, **kw)
@@ -98,7 +98,7 @@ def test_auto_takes_the_graph_on_cuda_and_resumes_exactly(tmp_path):
     "step='auto' is the graph on a GPU; a checkpoint after epoch 1 resumed into a fresh trainer continues as the unbroken run does."
     from attnresnet.config import make_config
     from attnresnet.trainer import Trainer
-    from attnresnet.bench import trainer_splits
+    from attnresnet.bench_step import trainer_splits
     s = trainer_splits(8 * 64, synthetic=True)
     c = make_config(width=8, batch_size=64, device="cuda", epochs=3, run_dir=str(tmp_path), progress=False)
     full = Trainer(c, s)

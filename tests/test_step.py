@@ -2,7 +2,7 @@
 free of host reads, and exact across a resume. Width 4, 48 images: seconds each."""
 import math
 import pytest, torch
-from attnresnet.bench import random_images
+from attnresnet.bench_step import random_images
 from attnresnet.config import make_config
 from attnresnet.data import Splits
 from attnresnet.step import GraphStep, NoHostSync, draw_augment, draw_mix
