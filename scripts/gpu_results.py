@@ -10,7 +10,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from attnresnet.runs import RunDir  # noqa: E402
-from attnresnet.figures import plot_history, save_figure  # noqa: E402
+from attnresnet.figures import save_figure  # noqa: E402
+from attnresnet.charts import plot_history  # noqa: E402
 from attnresnet.reference import load_reference  # noqa: E402
 
 def card_and_date(results: Path) -> tuple[str, str]:
