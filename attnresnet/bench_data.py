@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torchvision.transforms import v2
 from .augment import Augment
-from .data import CIFAR10_MEAN, CIFAR10_STD
+from .splits import CIFAR10_MEAN, CIFAR10_STD
 from .models import build_model
 from .config import resolve_device, resolve_precision, device_name
 from .evaluate import predict_views

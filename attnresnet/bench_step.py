@@ -10,7 +10,8 @@ import torch
 from torch import nn, profiler
 import torch.nn.functional as F
 from torch.autograd import DeviceType
-from .data import CIFAR10_MEAN, CIFAR10_STD, Splits, load_splits, offline_cifar10
+from .data import offline_cifar10
+from .splits import CIFAR10_MEAN, CIFAR10_STD, Splits, load_splits
 from .models import PAPER_WIDTH, build_model
 # the trainer's own rules, so that the bare loop chooses, prepares and runs exactly what training does
 from .config import make_config, resolve_precision, device_name

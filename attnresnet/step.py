@@ -14,7 +14,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from .augment import Augment, crop_flip, warp, rotation_matrix, perspective_matrices, grayscale, to_float
 from .augment import _blend, _hue, _rand, _beta, _perm, cutmix_box, check_mix_probs  # the pieces `mix_batch`, `apply_color` use
 from .config import _CHOICES, device_name
-from .data import Splits
+from .splits import Splits
 from .evaluate import prepare_batch
 from .schedules import ema_decay_at
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, SWALR, update_bn
 from .models import build_model, count_parameters
-from .data import load_splits, DeviceLoader
+from .splits import load_splits, DeviceLoader
 from .augment import Augment, mix_batch, soft_targets
 from .config import TrainConfig, NORMALIZATIONS, model_kwargs, resolve_device, resolve_precision, device_name
 from .runs import RunDir, RunRefused, environment

@@ -179,7 +179,7 @@ fi
 export ATTNRESNET_DATA=$DATA
 step data 120 $PY -c "
 import time; t = time.perf_counter()
-from attnresnet.data import load_splits
+from attnresnet.splits import load_splits
 s = load_splits('$DATA'); print(s.summary()); print(f'decoded and split in {time.perf_counter() - t:.1f} s')" || exit 1
 
 want tests && step tests 150 $PY -m pytest "${TESTS[@]}"

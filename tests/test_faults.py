@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest, torch
 
 # data
-from attnresnet.data import data_fingerprint, load_images, load_splits, make_standin_dataset
+from attnresnet.data import data_fingerprint, load_images, make_standin_dataset
+from attnresnet.splits import load_splits
 
 
 @pytest.fixture

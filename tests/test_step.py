@@ -4,7 +4,7 @@ import math
 import pytest, torch
 from attnresnet.bench_step import random_images
 from attnresnet.config import make_config
-from attnresnet.data import Splits
+from attnresnet.splits import Splits
 from attnresnet.step import GraphStep, NoHostSync, draw_augment, draw_mix
 from attnresnet.trainer import Trainer
 
