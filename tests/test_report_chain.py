@@ -15,7 +15,7 @@ def _execute(nb, out, **params):
 def test_ablations_then_report(tmp_path, standin):
     runs, figs = tmp_path / "runs", tmp_path / "figures"
     committed = {p: p.read_bytes() for p in (REPO / "figures").glob("*")}
-    grid = dict(runs_dir=str(runs), epochs=1, seeds=1, data=str(standin), base_width=4, batch_size=32)
+    grid = dict(runs_dir=str(runs), epochs=1, seeds=1, data=str(standin), base_width=4, batch_size=32, runner="python")  # papermill runs of train.ipynb: test_train_notebook
     _execute("ablations.ipynb", tmp_path / "ablations.ipynb", **grid)
     metrics = {p.parent.parent.name: json.loads(p.read_text()) for p in runs.glob("*/seed0/metrics.json")}
     from attnresnet.study import ABLATION_NAMES
