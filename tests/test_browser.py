@@ -6,8 +6,9 @@ import base64, importlib.util, json, os, struct, subprocess, sys
 import pytest
 from conftest import REPO
 
-pytestmark = [pytest.mark.browser, pytest.mark.jupyterlab, pytest.mark.papermill,
-              pytest.mark.xdist_group("browser")]  # one JupyterLab and one Chromium for the module's checks, on one worker
+pytestmark = [pytest.mark.browser, pytest.mark.jupyterlab, pytest.mark.papermill]
+# The slow tier gives each test file to one pytest-xdist worker (--dist loadfile): the module's checks share one JupyterLab
+# and one Chromium (`checked`, below).
 
 spec = importlib.util.spec_from_file_location("browser_check", REPO / "scripts" / "browser_check.py")
 browser_check = importlib.util.module_from_spec(spec); spec.loader.exec_module(browser_check)
@@ -39,8 +40,15 @@ def unpredictable_kernel(jupyter_path, notebook):
                                         nbformat=4, nbformat_minor=5)))
     return notebook
 
+_checked = {}  # the check's result, once per process: an xdist worker may set a module's fixture up again between its tests
+
 @pytest.fixture(scope="module")
 def checked(tmp_path_factory):
+    if "result" not in _checked: _checked["result"] = _browser_check(tmp_path_factory)
+    return _checked["result"]
+
+def _browser_check(tmp_path_factory):
+    "Run scripts/browser_check.py once over the lesson notebooks and the two hand-made broken ones."
     tmp = tmp_path_factory.mktemp("browser")
     unpredictable = unpredictable_kernel(tmp / "jupyter", tmp / "modified.ipynb")
     env = dict(os.environ, JUPYTER_PATH=os.pathsep.join(filter(None, [str(tmp / "jupyter"), os.environ.get("JUPYTER_PATH")])))
