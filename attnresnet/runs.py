@@ -176,7 +176,8 @@ class RunDir:
         try: return torch.load(p, map_location=map_location, weights_only=True)
         except Exception as e:
             fix = ("delete it to start the run again from its first epoch" if name == "last" else
-                   "delete the run directory and run it again, or restore the file from where it came")
+                   "delete it and rerun the run's command: an unfinished run rebuilds best.pt from last.pt without retraining "
+                   "(a finished one keeps its final weights in last.pt: attnresnet-predict --checkpoint last); or restore it")
             raise _unreadable(p, e, fix) from None
 
     @property

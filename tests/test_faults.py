@@ -245,6 +245,21 @@ def test_truncated_run_files_name_the_file_and_the_fix(tree, tmp_path, name):
     assert "delete" in r.stderr.splitlines()[-1]
 
 
+@pytest.mark.training
+def test_unreadable_best_checkpoint_says_how_to_rebuild_it(tree, tmp_path):
+    "A damaged best.pt names itself and the way out, and following that advice finishes the run without retraining."
+    run = tmp_path / "run"
+    assert run_cli("--data", tree, "--run-dir", run, *TINY, timeout=300).returncode == 0
+    (run / "metrics.json").unlink()  # unfinished: the rerun resumes from last.pt and tests the weights in best.pt
+    (run / "best.pt").write_bytes((run / "best.pt").read_bytes()[:40])
+    history = (run / "history.csv").read_text()
+    r = run_cli("--data", tree, "--run-dir", run, *TINY, timeout=300)
+    assert r.returncode != 0 and "best.pt cannot be read" in r.stderr and "rebuilds best.pt from last.pt" in r.stderr, r.stderr[-2000:]
+    (run / "best.pt").unlink()  # the advice
+    r = run_cli("--data", tree, "--run-dir", run, *TINY, timeout=300)
+    assert r.returncode == 0 and (run / "metrics.json").exists(), r.stderr[-2000:]
+    assert (run / "history.csv").read_text() == history  # nothing was retrained
+
 def test_full_disk_names_the_file(tmp_path):
     "A write that fails as on a full disk names the file and the fix, and leaves the previous version."
     from attnresnet.helpers import replace_atomic
