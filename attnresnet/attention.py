@@ -62,13 +62,16 @@ def SEBlock(channels: int, reduction: int = 16, hidden_rule: str = "public", **k
 class SpatialAttention(nn.Module):
     "Per-pixel gate from a convolution over the channel-mean and channel-max maps (CBAM spatial attention)."
     def __init__(self, kernel_size: int = 7, # odd, so the map keeps its size
-                 bias: bool = False):
+                 bias: bool = False,
+                 channels: int | None = None): # pool over the first `channels` only (a zero-padded layer, `01_models`); None: all
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0: raise ValueError(f"kernel_size={kernel_size} must be odd and positive")
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=bias)
+        self.channels = channels
 
     def gate_values(self, x):
         "The per-pixel gate, shape (B, 1, H, W), in (0, 1)."
+        if self.channels is not None: x = x[:, :self.channels]  # (slicing all would still change the backward's rounding)
         return torch.sigmoid(self.conv(torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], 1)))
 
     def forward(self, x): return x * self.gate_values(x)

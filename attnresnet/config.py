@@ -76,6 +76,7 @@ class TrainConfig:
     # execution
     precision: str = "auto"          # "auto" (bf16 where the GPU/CPU computes it natively, else fp16 on GPUs, fp32 on CPUs), "bf16", "fp16", "fp32"
     channels_last: bool = True       # NHWC memory format for the convolutions
+    channel_multiple: int = 1        # attnresnet / seresnet: every layer's channels zero-padded to a multiple of this (8: the tensor cores' shapes), the same function and parameter count; 1: none
     compile: bool = False            # torch.compile the training model
     step: str = "auto"               # training step: "graph" (device work only, one CUDA graph per step on a GPU), "eager" (Trainer.train_step: CPUs, debugging) or "auto" (graph on a CUDA GPU)
     device: str = "auto"             # "auto", "cpu", "cuda", "cuda:1", ...
@@ -114,7 +115,7 @@ _CHOICES = dict(model=tuple(MODELS), augment=tuple(AUGMENT_PRESETS), precision=P
                 recipe=tuple(RECIPES), normalization=(*NORMALIZATIONS, "data"), log=("", "tensorboard"),
                 ddp_batch=("global", "per_rank"), split=("stratified", "random"), eval_precision=("run", "fp32"),
                 step=("auto", "graph", "eager"))
-_POSITIVE = ("width", "depth", "widen_factor", "epochs", "batch_size", "eval_batch_size")
+_POSITIVE = ("width", "depth", "widen_factor", "epochs", "batch_size", "eval_batch_size", "channel_multiple")
 _NON_NEGATIVE = ("train_subset", "seed", "lr", "momentum", "weight_decay", "grad_clip", "swa_lr", "time_budget", "warmup_epochs")
 SEED_LIMIT = 2**63  # seeds of other processes and generators are offsets from `seed`
 _PROBABILITIES = ("dropout", "block_dropout", "mixup_prob", "cutmix_prob", "label_smoothing", "ema_decay", "val_fraction", "swa_start")
@@ -143,6 +144,8 @@ def _check_rules(c: TrainConfig):
         raise ValueError(f"dropout={c.dropout!r}: model='wrn' has no dropout before its classifier; set block_dropout")
     if c.model != "wrn" and c.block_dropout != _DEFAULTS["block_dropout"]:
         raise ValueError(f"block_dropout={c.block_dropout!r} applies to model='wrn' only; set dropout (before the classifier)")
+    if c.model == "wrn" and c.channel_multiple != 1:
+        raise ValueError(f"channel_multiple={c.channel_multiple!r}: model='wrn' cannot be padded (its widths are multiples of 16 already); use 1")
     check_mix_probs(c.mixup_prob, c.cutmix_prob)
     if c.warmup_epochs >= c.epochs: raise ValueError(f"warmup_epochs={c.warmup_epochs}: must be less than epochs={c.epochs}")
     if c.nesterov and c.momentum == 0: raise ValueError("nesterov=True needs momentum > 0 (SGD's rule)")
@@ -247,8 +250,8 @@ def device_name(device: torch.device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 # %% ../nbs/04_config.ipynb #75bd23d7
-MODEL_PARAMETERS = dict(attnresnet=("width", "channel_attention", "spatial_attention", "dropout"),
-                        seresnet=("width", "dropout"), wrn=("depth", "widen_factor", "block_dropout"))
+MODEL_PARAMETERS = dict(attnresnet=("width", "channel_attention", "spatial_attention", "dropout", "channel_multiple"),
+                        seresnet=("width", "dropout", "channel_multiple"), wrn=("depth", "widen_factor", "block_dropout"))
 
 def model_kwargs(c: TrainConfig, num_classes: int = 10) -> dict:
     "The keyword arguments of `build_model(c.model, ...)` that a config sets."
@@ -361,7 +364,7 @@ AUTHORS_SETTINGS = dict(
     label_smoothing=0.1, grad_clip=1.0, ema_decay=0.999, ema_warmup=False, precision="fp16", tta=False, **AUTHORS_PROTOCOL)
 NOT_IN_AUTHORS_CODE = (  # this study's switches and execution details; the other networks of the ablations
     "depth", "widen_factor", "block_dropout", "swa", "swa_start", "swa_lr", "full_validation", "recipe", "time_budget",
-    "channels_last", "compile", "step", "device", "ddp_batch", "sync_bn", "seed", "eval_batch_size", "run_dir", "progress", "log")
+    "channels_last", "channel_multiple", "compile", "step", "device", "ddp_batch", "sync_bn", "seed", "eval_batch_size", "run_dir", "progress", "log")
 
 def departures(c: TrainConfig | None = None) -> list[str]:
     "The fields in which `c` (default: `TrainConfig()`) differs from the authors' code."

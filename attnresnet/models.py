@@ -4,19 +4,21 @@
 
 # %% ../nbs/01_models.ipynb #b40d2282
 from __future__ import annotations
+import copy, math
 from collections import OrderedDict
 from functools import partial
 from typing import Callable
 import torch
 from torch import nn
 import torch.nn.functional as F
-from .attention import DualAttention, SEBlock
+from .attention import ChannelAttention, DualAttention, SEBlock, SpatialAttention
 from .helpers import check_positive_int, check_probability, markdown_table
 
 # %% auto #0
 __all__ = ['PAPER_WIDTH', 'TABLE1_HEADERS', 'PARAMETER_BUDGET', 'MODELS', 'conv_bn', 'ResidualBlock', 'AttentionResNet',
            'EnhancedEfficientResNet', 'count_parameters', 'architecture_table', 'module_names',
-           'ablation_parameter_table', 'SEResNet', 'WideBlock', 'check_wrn_depth', 'WideResNet', 'build_model']
+           'ablation_parameter_table', 'SEResNet', 'WideBlock', 'check_wrn_depth', 'WideResNet', 'build_model',
+           'pad_tensors', 'pad_conv', 'pad_batchnorm', 'pad_channels', 'padding_size', 'unpad_channels']
 
 # %% ../nbs/01_models.ipynb #c53a6e58
 def conv_bn(cin: int, cout: int, kernel_size: int = 3, stride: int = 1) -> nn.Sequential:
@@ -87,8 +89,9 @@ class EnhancedEfficientResNet(AttentionResNet):
 
 # %% ../nbs/01_models.ipynb #d8397ad4
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
-    "Number of (trainable) parameters of `model`."
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+    "Number of (trainable) parameters of `model`; a model with zero-padded channels (`pad_channels`) counts its true ones."
+    return sum(math.prod(getattr(m, "true_shapes", {}).get(n, p.shape)) for m in model.modules()
+               for n, p in m.named_parameters(recurse=False) if p.requires_grad or not trainable_only)
 
 # %% ../nbs/01_models.ipynb #d24f4b74
 def architecture_table(model: AttentionResNet, image_size: int = 32) -> list[dict]:
@@ -187,11 +190,97 @@ class WideResNet(nn.Module):
 # %% ../nbs/01_models.ipynb #a0cc7a2d
 MODELS = {"attnresnet": EnhancedEfficientResNet, "seresnet": SEResNet, "wrn": WideResNet}
 
-def build_model(name: str = "attnresnet", **kwargs) -> nn.Module:
+def build_model(name: str = "attnresnet",
+                channel_multiple: int = 1, # >1: every layer's channels zero-padded to a multiple of it (`pad_channels`)
+                **kwargs) -> nn.Module:
     "Build the network called `name` (one of `MODELS`) with its keyword arguments."
     if name not in MODELS: raise ValueError(f"model={name!r} is unknown: choose one of {list(MODELS)}")
     import inspect
     allowed = set(inspect.signature(MODELS[name]).parameters)
     unknown = sorted(set(kwargs) - allowed)
     if unknown: raise ValueError(f"model={name!r} has no parameter(s) {unknown}; it takes {sorted(allowed)}")
-    return MODELS[name](**kwargs)
+    check_positive_int("channel_multiple", channel_multiple)
+    model = MODELS[name](**kwargs)
+    return pad_channels(model, channel_multiple) if channel_multiple > 1 else model
+
+# %% ../nbs/01_models.ipynb #d8056edc
+def pad_tensors(module: nn.Module, shapes: dict[str, tuple], fill: dict[str, float] | None = None) -> nn.Module:
+    "Pad the named parameters and buffers of `module` in place to `shapes` with zeros (or `fill[name]`), old values first."
+    for name, shape in shapes.items():
+        old = getattr(module, name)
+        if old is None or tuple(old.shape) == tuple(shape): continue
+        new = torch.full(shape, (fill or {}).get(name, 0.0), dtype=old.dtype, device=old.device)
+        new[tuple(slice(0, n) for n in old.shape)] = old.detach()
+        module.true_shapes = {**getattr(module, "true_shapes", {}), name: tuple(old.shape)}
+        setattr(module, name, nn.Parameter(new, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else new)
+    return module
+
+# %% ../nbs/01_models.ipynb #088b5540
+def pad_conv(layer: nn.Conv2d | nn.Linear, cin: int, cout: int) -> nn.Module:
+    "Zero-pad a convolution or linear layer in place to `cin` input and `cout` output channels."
+    pad_tensors(layer, dict(weight=(cout, cin // getattr(layer, "groups", 1), *layer.weight.shape[2:]), bias=(cout,)))
+    if isinstance(layer, nn.Linear): layer.in_features, layer.out_features = cin, cout
+    else: layer.in_channels, layer.out_channels = cin, cout
+    return layer
+
+# %% ../nbs/01_models.ipynb #039b1554
+def pad_batchnorm(bn: nn.BatchNorm2d, n: int) -> nn.BatchNorm2d:
+    "Pad a batch norm in place to `n` channels: scale and shift 0 (so the extra channels' output is 0), statistics 0 and 1."
+    pad_tensors(bn, dict(weight=(n,), bias=(n,), running_mean=(n,), running_var=(n,)), fill=dict(running_var=1.0))
+    bn.num_features = n
+    return bn
+
+# %% ../nbs/01_models.ipynb #2fb029ba
+def pad_channels(model: AttentionResNet, multiple: int = 8) -> AttentionResNet:
+    "Zero-pad every layer of `model` in place to channel counts that are multiples of `multiple`: the same function."
+    if not isinstance(model, AttentionResNet):
+        raise ValueError(f"channel_multiple={multiple}: {type(model).__name__} cannot be padded (only the networks of Table 1's "
+                         "backbone: attnresnet, seresnet); use channel_multiple=1")
+    check_positive_int("channel_multiple", multiple)
+    if getattr(model, "channel_multiple", 1) > 1: raise ValueError("the model's channels are padded already")
+    up = lambda n: -(-n // multiple) * multiple
+    def pad_conv_bn(m, cin, cout): pad_conv(m.conv, cin, cout); pad_batchnorm(m.bn, cout)
+    stem = model.stem[0]
+    pad_conv_bn(stem, stem.conv.in_channels, up(stem.conv.out_channels))
+    for block in (b for stage in model.stages for b in stage):
+        cin, cout = block.conv1.conv.in_channels, block.conv1.conv.out_channels
+        pad_conv_bn(block.conv1, up(cin), up(cout)); pad_conv_bn(block.conv2, up(cout), up(cout))
+        if isinstance(block.shortcut, nn.Sequential): pad_conv_bn(block.shortcut, up(cin), up(cout))
+        for m in block.attention.modules():
+            if isinstance(m, ChannelAttention):  # the hidden width stays the true one
+                pad_conv(m.mlp[0], up(cout), m.mlp[0].out_channels); pad_conv(m.mlp[2], m.mlp[2].in_channels, up(cout))
+            if isinstance(m, SpatialAttention): m.channels = cout
+    extra, c = model.extra[0], model.extra[0].conv.out_channels
+    pad_conv_bn(extra, up(c), up(c))
+    pad_conv(model.fc, up(model.fc.in_features), model.fc.out_features)
+    model.channel_multiple = multiple
+    return model
+
+# %% ../nbs/01_models.ipynb #fc202c06
+def padding_size(model: nn.Module) -> float:
+    "The largest absolute value in the padding of `model`'s parameters (0.0 while all of it is zero, as it should stay)."
+    out = 0.0
+    for m in model.modules():
+        for name, shape in getattr(m, "true_shapes", {}).items():
+            if name not in m._parameters: continue  # a buffer: the statistics of a zero channel
+            t = getattr(m, name).detach().clone()
+            t[tuple(slice(0, n) for n in shape)] = 0
+            out = max(out, t.abs().max().item())
+    return out
+
+# %% ../nbs/01_models.ipynb #27b746c3
+def unpad_channels(model: nn.Module) -> nn.Module:
+    "A copy of `model` in its true shapes, the padding of `pad_channels` cut away (`model` itself when it has none)."
+    if getattr(model, "channel_multiple", 1) == 1: return model
+    model = copy.deepcopy(model)
+    for m in model.modules():
+        for name, shape in getattr(m, "true_shapes", {}).items():
+            t = getattr(m, name).detach()[tuple(slice(0, n) for n in shape)].clone()
+            setattr(m, name, nn.Parameter(t, requires_grad=getattr(m, name).requires_grad) if name in m._parameters else t)
+        if isinstance(m, nn.Conv2d): m.out_channels, m.in_channels = m.weight.shape[0], m.weight.shape[1] * m.groups
+        if isinstance(m, nn.Linear): m.out_features, m.in_features = m.weight.shape
+        if isinstance(m, nn.BatchNorm2d): m.num_features = m.weight.shape[0]
+        if isinstance(m, SpatialAttention): m.channels = None
+        m.__dict__.pop("true_shapes", None)
+    del model.channel_multiple
+    return model

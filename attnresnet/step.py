@@ -310,7 +310,7 @@ def _profile_epoch(tr) -> tuple[int, float | None]:
 
 def step_benchmark(device: str = "cuda", width: int = 31, batch: int = 128, steps: int = 50, val_images: int = 5000,
                    compile: bool = True, quick: bool = False, log=None) -> tuple[list[dict], dict]:
-    "A row per change of the training step (eager, graph, + cudnn.benchmark, + compile, the full trainer with validation), and the floors."
+    "A row per change of the training step (eager, graph, + cudnn.benchmark, + padding, + compile, the full trainer with validation), and the floors."
     from attnresnet.bench_flops import flops_per_image, measure_peaks
     device = torch.device(device)
     peaks = measure_peaks(device, quick=quick)
@@ -318,7 +318,8 @@ def step_benchmark(device: str = "cuda", width: int = 31, batch: int = 128, step
     flops_step = flops_per_image("attnresnet", backward=True, width=width) * batch
     rows_spec = [("eager (Trainer.train_step)", dict(step="eager"), False),
                  ("graph (attnresnet.step)", dict(step="graph"), False),
-                 ("graph + cudnn.benchmark", dict(step="graph"), True)]
+                 ("graph + cudnn.benchmark", dict(step="graph"), True),
+                 ("graph + cudnn.benchmark + channels padded to 8", dict(step="graph", channel_multiple=8), True)]
     if compile: rows_spec.append(("graph + cudnn.benchmark + compile", dict(step="graph", compile=True), True))
     rows = []
     for name, config, benchmark in rows_spec:
@@ -376,7 +377,7 @@ def step_table(rows: list[dict], floors: dict) -> str:
 def main(argv: list[str] | None = None) -> str:
     "`python -m attnresnet.step`: the training step's benchmark (`step_benchmark`), a table printed last (and written with --out)."
     p = argparse.ArgumentParser(prog="python -m attnresnet.step", description="Benchmark the training step: eager, CUDA graph, "
-                                "cudnn.benchmark, torch.compile, and the full trainer with validation (nbs/12_step.ipynb).")
+                                "cudnn.benchmark, padded channels, torch.compile, and the full trainer with validation (nbs/12_step.ipynb).")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="'cuda' (default when there is one) or 'cpu'")
     p.add_argument("--width", type=int, default=31, help="network width (default 31, the paper's)")
     p.add_argument("--batch-size", type=int, default=128)

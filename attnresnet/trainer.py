@@ -37,6 +37,7 @@ class Trainer:
         self.normalization = NORMALIZATIONS.get(c.normalization, (s.mean, s.std))
         self.mean, self.std = (torch.tensor(v, device=self.device) for v in self.normalization)
         self.model = build_model(c.model, **model_kwargs(c, num_classes=len(s.classes))).to(self.device)
+        self.n_parameters = count_parameters(self.model)  # the true count, of a padded model too (`channel_multiple`)
         if c.channels_last: self.model = self.model.to(memory_format=torch.channels_last)
         if d.rank: torch.manual_seed(c.seed + 1000 * d.rank)  # dropout: each process its own stream (rank 0 keeps one process's)
         self.batch, self.lr_scale = rank_batch(c, d.world_size)
@@ -226,12 +227,9 @@ class Trainer:
         if self.run is not None:
             has_val = len(s.val_y) > 0 and self.best["epoch"] > 0
             self.run.write_metrics(dict(
-                model=c.model, recipe=c.recipe, parameters=count_parameters(self.model), epochs=self.epoch, data_source=s.source,
-                splits=dict(train=len(s.train_x), val=len(s.val_x), test=len(s.test_x)),
-                best_val_acc=self.best["val_acc"] if has_val else None, best_epoch=self.best["epoch"] if has_val else None,
-                chosen_weights=None, test_acc=None, test_acc_tta=None, authors_measure=authors_measure(self.history, self.config),
-                classes=list(s.classes), wall_time_s=self.elapsed, device=str(self.device), device_name=device_name(self.device),
-                precision=self.precision, completed=False, diverged=dict(**bad, optimizer_step=self.steps - bad["steps"] + bad["step"], message=message)))
+                **self._run_facts(has_val), chosen_weights=None, test_acc=None, test_acc_tta=None,
+                authors_measure=authors_measure(self.history, self.config), wall_time_s=self.elapsed, completed=False,
+                diverged=dict(**bad, optimizer_step=self.steps - bad["steps"] + bad["step"], message=message)))
         raise TrainingDiverged(message)
 
     def state_dict(self) -> dict:
@@ -321,6 +319,14 @@ class Trainer:
         model.load_state_dict(state)
         return self.best["weights"], model.to(memory_format=torch.channels_last) if c.channels_last else model
 
+    def _run_facts(self, has_val: bool) -> dict:
+        "What `metrics.json` says of a finished and of a diverged run alike: network, data, best epoch, device."
+        c, s = self.config, self.splits
+        return dict(model=c.model, recipe=c.recipe, parameters=self.n_parameters, epochs=self.epoch, data_source=s.source,
+                    splits=dict(train=len(s.train_x), val=len(s.val_x), test=len(s.test_x)),
+                    best_val_acc=self.best["val_acc"] if has_val else None, best_epoch=self.best["epoch"] if has_val else None,
+                    classes=list(s.classes), device=str(self.device), device_name=device_name(self.device), precision=self.precision)
+
     def finish(self) -> dict:
         "End the run: SWA's statistics, the chosen weights tested once; returns the metrics (and writes `metrics.json`)."
         if not self.dist.main: return self.dist.broadcast(None)  # rank 0 tests; the others receive its numbers
@@ -334,16 +340,12 @@ class Trainer:
         clean_val = (self.best["val_acc"] if not c.val_augment else accuracy(self.probabilities(model, s.val_x)[0], s.val_y)) if has_val else None
         train_seconds = sum(r["seconds"] for r in self.history)
         metrics = dict(
-            model=c.model, recipe=c.recipe, parameters=count_parameters(self.model), epochs=self.epoch, data_source=s.source,
-            splits=dict(train=len(s.train_x), val=len(s.val_x), test=len(s.test_x)),
-            best_val_acc=self.best["val_acc"] if has_val else None, best_epoch=self.best["epoch"] if has_val else None,
-            chosen_weights=weights, validation_images="augmented afresh each epoch" if c.val_augment else "clean",
+            **self._run_facts(has_val), chosen_weights=weights, validation_images="augmented afresh each epoch" if c.val_augment else "clean",
             clean_val_acc_chosen=clean_val, test_acc=test["accuracy"], test_acc_tta=accuracy((p + p_mirrored) / 2, s.test_y) if c.tta else None,
             final_epoch_weights=final_name, test_acc_final_epoch=test_final, authors_measure=authors_measure(self.history, c),
-            per_class=test["per_class"], confusion_matrix=test["confusion_matrix"], classes=list(s.classes),
+            per_class=test["per_class"], confusion_matrix=test["confusion_matrix"],
             wall_time_s=self.elapsed + time.perf_counter() - t0, train_time_s=train_seconds,
-            images_per_s=len(self.loader) * self.batch * self.dist.world_size * len(self.history) / max(train_seconds, 1e-9),
-            device=str(self.device), device_name=device_name(self.device), precision=self.precision, completed=True,
+            images_per_s=len(self.loader) * self.batch * self.dist.world_size * len(self.history) / max(train_seconds, 1e-9), completed=True,
             **({"lost_best": self.best["lost"]} if "lost" in self.best else {}))
         if self.run is not None: self.run.write_metrics(metrics)
         return self.dist.broadcast(metrics)

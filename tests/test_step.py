@@ -4,6 +4,7 @@ import math
 import pytest, torch
 from attnresnet.bench_step import random_images
 from attnresnet.config import make_config
+from attnresnet.models import count_parameters, padding_size, unpad_channels
 from attnresnet.splits import Splits
 from attnresnet.step import GraphStep, NoHostSync, draw_augment, draw_mix
 from attnresnet.trainer import Trainer
@@ -92,3 +93,32 @@ def test_resume_mid_run_with_the_graph_step_gives_the_eager_run():
 def test_graph_step_refuses_fp16():
     with pytest.raises(ValueError, match="precision='fp16'"):
         Trainer(make_config(width=4, batch_size=16, device="cpu", precision="fp16", step="graph", progress=False), splits())
+
+def padding_of_momentum(tr) -> float:
+    "The largest |value| in the padding of the optimiser's momentum buffers (0.0 when none of it moved)."
+    out = 0.0
+    for m in tr.model.modules():
+        for name, shape in getattr(m, "true_shapes", {}).items():
+            if name not in m._parameters: continue
+            buf = tr.optimizer.state[getattr(m, name)]["momentum_buffer"].clone()
+            buf[tuple(slice(0, n) for n in shape)] = 0
+            out = max(out, buf.abs().max().item())
+    return out
+
+def test_padded_channels_stay_zero_through_the_graph_step_and_a_resume():
+    """channel_multiple=8 (nbs/01_models.ipynb): the graph-ready step resumed after 1 of 2 epochs gives the eager run's history,
+    the padding of the weights, the EMA and the momentum stays exactly 0, and the run reports the true parameter count."""
+    s = splits()
+    eager = Trainer(config(step="eager", epochs=2, channel_multiple=8), s)
+    while not eager.done: eager.run_epoch()
+    first = Trainer(config(step="graph", epochs=2, channel_multiple=8), s)
+    first.run_epoch()
+    state = first.state_dict()  # before the next Trainer, which seeds the global generator (dropout's) afresh
+    resumed = Trainer(config(step="graph", epochs=2, channel_multiple=8), s)
+    resumed.load_state_dict(state)
+    while not resumed.done: resumed.run_epoch()
+    assert history(resumed) == history(eager)
+    assert resumed.model.stem[0].conv.out_channels == 8 and resumed.model.stages[0][0].conv1.conv.out_channels == 8  # 4 -> 8
+    assert padding_size(resumed.model) == padding_size(resumed.ema.module) == padding_of_momentum(resumed) == 0.0
+    plain = Trainer(config(epochs=2), s)
+    assert eager.n_parameters == plain.n_parameters == count_parameters(unpad_channels(resumed.model))  # metrics.json's count
