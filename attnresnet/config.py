@@ -84,6 +84,7 @@ class TrainConfig:
     sync_bn: bool = False            # under torchrun: batch-norm statistics over every process's share of the batch (SyncBatchNorm); no effect in one process
     seed: int = 0                    # seeds the validation split, the subset, the initial weights and every random draw of training
     eval_batch_size: int = 250       # images per evaluation batch (250: fastest measured at width 8 on a CPU: `python -m attnresnet.bench --evaluate`)
+    checkpoint_every: int = 1        # write last.pt (and a new best.pt) every this many epochs and after the last; a resume redoes the epochs since, exactly
     tta: bool = False                # also test with flip test-time augmentation: a second pass over the test set (this study's extra; the paper reports none)
     run_dir: str = "runs/default"    # where config, history, metrics and checkpoints go
     progress: bool = True            # progress bars (a line per epoch when output is not a terminal or notebook)
@@ -115,7 +116,7 @@ _CHOICES = dict(model=tuple(MODELS), augment=tuple(AUGMENT_PRESETS), precision=P
                 recipe=tuple(RECIPES), normalization=(*NORMALIZATIONS, "data"), log=("", "tensorboard"),
                 ddp_batch=("global", "per_rank"), split=("stratified", "random"), eval_precision=("run", "fp32"),
                 step=("auto", "graph", "eager"))
-_POSITIVE = ("width", "depth", "widen_factor", "epochs", "batch_size", "eval_batch_size", "channel_multiple")
+_POSITIVE = ("width", "depth", "widen_factor", "epochs", "batch_size", "eval_batch_size", "channel_multiple", "checkpoint_every")
 _NON_NEGATIVE = ("train_subset", "seed", "lr", "momentum", "weight_decay", "grad_clip", "swa_lr", "time_budget", "warmup_epochs")
 SEED_LIMIT = 2**63  # seeds of other processes and generators are offsets from `seed`
 _PROBABILITIES = ("dropout", "block_dropout", "mixup_prob", "cutmix_prob", "label_smoothing", "ema_decay", "val_fraction", "swa_start")
@@ -364,7 +365,7 @@ AUTHORS_SETTINGS = dict(
     label_smoothing=0.1, grad_clip=1.0, ema_decay=0.999, ema_warmup=False, precision="fp16", tta=False, **AUTHORS_PROTOCOL)
 NOT_IN_AUTHORS_CODE = (  # this study's switches and execution details; the other networks of the ablations
     "depth", "widen_factor", "block_dropout", "swa", "swa_start", "swa_lr", "full_validation", "recipe", "time_budget",
-    "channels_last", "channel_multiple", "compile", "step", "device", "ddp_batch", "sync_bn", "seed", "eval_batch_size", "run_dir", "progress", "log")
+    "channels_last", "channel_multiple", "compile", "step", "device", "ddp_batch", "sync_bn", "seed", "eval_batch_size", "checkpoint_every", "run_dir", "progress", "log")
 
 def departures(c: TrainConfig | None = None) -> list[str]:
     "The fields in which `c` (default: `TrainConfig()`) differs from the authors' code."

@@ -55,7 +55,8 @@ def _unreadable(path: Path, e: Exception, fix: str) -> ValueError:
     return ValueError(f"{path} cannot be read ({type(e).__name__}: {e}); {fix}")
 
 # may change between a run and its resume; the data may move (its fingerprint, checked on resume, says whether it is the same)
-_NOT_IDENTITY = ("run_dir", "data", "progress", "device", "eval_batch_size", "tta", "log", "step")  # step: the same math, eager or graph
+_NOT_IDENTITY = ("run_dir", "data", "progress", "device", "eval_batch_size", "tta", "log", "step",  # step: the same math, eager or graph
+                 "checkpoint_every")
 
 def _changed(old: dict, c: TrainConfig) -> dict:
     "The fields (name: (recorded, now)) in which `c` differs from the recorded parameters `old`; a field `old` lacks counts as its default."

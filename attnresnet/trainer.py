@@ -188,8 +188,19 @@ class Trainer:
 
     def _set_best(self, name: str, module: nn.Module, val_acc: float):
         self.best = dict(val_acc=val_acc, epoch=self.epoch, weights=name, **{k: v for k, v in self.best.items() if k == "lost"})
-        if self.run is not None: self.run.save_checkpoint("best", dict(weights=name, epoch=self.epoch, state_dict=module.state_dict()))
-        else: self._best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}  # no files: kept in memory
+        self._best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}  # on the device, until the next checkpoint
+        self._best_saved = False
+
+    def _save_best(self):
+        "Write the best weights kept since the last checkpoint to `best.pt` (with a run directory; nothing when none are new)."
+        if self.run is None or getattr(self, "_best_saved", True): return
+        self.run.save_checkpoint("best", dict(weights=self.best["weights"], epoch=self.best["epoch"], state_dict=self._best_state))
+        self._best_saved = True
+
+    def save_checkpoints(self):
+        "`best.pt` if the best changed since the last checkpoint, then `last.pt`: a resume restarts from here, exactly."
+        state = self.state_dict()  # under DDP a collective: every process's random streams go to rank 0
+        if self.run is not None: self._save_best(); self.run.save_checkpoint("last", state)
 
     def plan_epochs(self, epoch_seconds: float):
         "With a time budget: as many epochs as fit in what is left of `time_budget`, at `epoch_seconds` each (at most `epochs`)."
@@ -215,9 +226,8 @@ class Trainer:
         if self.run is not None: self.run.write_history(self.history)
         self.elapsed += time.perf_counter() - t0
         if self.config.time_budget and self.epoch <= 2: self.plan_epochs(time.perf_counter() - t0)  # the second epoch has no warm-up costs
-        if self.run is not None or self.dist.active:
-            state = self.state_dict()  # under DDP a collective: every process's random streams go to rank 0
-            if self.run is not None: self.run.save_checkpoint("last", state)
+        if (self.run is not None or self.dist.active) and (self.epoch % self.config.checkpoint_every == 0 or self.done):
+            self.save_checkpoints()
         return row
 
     def stop_diverged(self):
@@ -287,6 +297,7 @@ class Trainer:
         if self.run.has_checkpoint("best"): return
         lost, self.best = self.best, dict(val_acc=-1.0, epoch=0, weights="raw")
         self.keep_best(self.history[-1])  # last.pt's candidates, with the validation accuracies they had
+        self._save_best()
         if (self.best["epoch"], self.best["weights"]) == (lost["epoch"], lost["weights"]): return  # rebuilt exactly
         self.best["lost"] = {k: lost[k] for k in ("val_acc", "epoch", "weights")}
         warnings.warn(f"{self.run.checkpoint_file('best')} is missing: the best weights it held ({lost['weights']}, epoch {lost['epoch']}, "
@@ -309,6 +320,7 @@ class Trainer:
     def chosen(self, swa: nn.Module | None = None) -> tuple[str, nn.Module]:
         "The weights to test: the best on validation (from `best.pt`, or memory without a run directory), else the last average there is."
         final = {**self.candidates(), **({"swa": swa} if swa is not None else {})}
+        self._save_best()  # a best found since the last checkpoint (SWA's, or one rebuilt on resume)
         if not len(self.splits.val_y): return next((k, final[k]) for k in ("swa", "ema", "raw") if k in final)
         c = self.config
         best = self.run.load_checkpoint("best") if self.run is not None else dict(state_dict=self._best_state)
