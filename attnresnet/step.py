@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_step.ipynb #0b43eefc
 from __future__ import annotations
-import argparse, itertools, json, time, warnings
+import argparse, itertools, json, tempfile, time, warnings
 from pathlib import Path
 import torch
 from torch import nn
@@ -15,6 +15,7 @@ from .augment import Augment, crop_flip, warp, rotation_matrix, perspective_matr
 from .augment import _blend, _hue, _rand, _beta, _perm, cutmix_box, check_mix_probs  # the pieces `mix_batch`, `apply_color` use
 from .config import _CHOICES, device_name
 from .splits import Splits
+from .runs import RunDir
 from .evaluate import prepare_batch
 from .schedules import ema_decay_at
 
@@ -347,9 +348,12 @@ def step_benchmark(device: str = "cuda", width: int = 31, batch: int = 128, step
         tr.run_epoch()
         t0 = time.perf_counter(); r = tr.run_epoch(); total = time.perf_counter() - t0
         val_s = total - r["seconds"]
+        with tempfile.TemporaryDirectory() as d:  # one checkpoint, as a run directory gets it (best.pt too: the best changed)
+            tr.run = RunDir(d); t0 = time.perf_counter(); tr.save_checkpoints(); checkpoint_s = time.perf_counter() - t0; tr.run = None
         row.update(ms_per_step=1000 * r["seconds"] / steps, s_per_epoch=r["seconds"] * PAPER_STEPS / steps + val_s * 5000 / max(val_images, 1),
-                   nonfinite_steps=tr.graph_step.nonfinite.item() if tr.graph_step is not None else None,
-                   notes=f"validation {val_s:.2f} s for {val_images:,} images (scaled to 5,000 in s/epoch)")
+                   nonfinite_steps=tr.graph_step.nonfinite.item() if tr.graph_step is not None else None, checkpoint_s=checkpoint_s,
+                   notes=f"validation {val_s:.2f} s for {val_images:,} images (scaled to 5,000 in s/epoch); "
+                         f"a checkpoint {checkpoint_s:.2f} s (not in s/epoch: checkpoint_every)")
     except Exception as e:
         row.update(notes=f"failed: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}")
     rows.append(row)

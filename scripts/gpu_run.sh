@@ -248,7 +248,8 @@ fi
 # paper500: the paper's recipe, 500 epochs, resumed from runs/paper500/last.pt by the next command that names this step
 if want paper500; then
   P500=$REPO/runs/paper500
-  train_run paper500 $(( $(left) - 20 )) "$P500" --data "$DATA" --device $DEVICE "${TRAIN[@]}" --epochs $P500_EPOCHS --progress true
+  train_run paper500 $(( $(left) - 20 )) "$P500" --data "$DATA" --device $DEVICE "${TRAIN[@]}" --epochs $P500_EPOCHS --progress true \
+    --checkpoint-every 5  # a checkpoint every 5 epochs (and after the last): a stop at the time limit redoes at most 4
   mkdir -p "$RES/runs/paper500"
   cp "$P500"/config.json "$P500"/history.csv "$P500"/metrics.json "$P500"/train.ipynb "$RES/runs/paper500/" 2>/dev/null
   echo "paper500: $(($(wc -l < "$P500/history.csv" 2>/dev/null || echo 1) - 1)) of $P500_EPOCHS epochs in $P500$([ -f "$P500/metrics.json" ] && echo ', finished' || echo '; run this step again to resume')" | tee -a "$RES/steps.txt"
