@@ -17,7 +17,7 @@ from .data import REPO_DIR
 __all__ = ['ABLATIONS', 'ABLATION_NAMES', 'RUNNERS', 'ABLATION_HEADERS', 'PAPER_TABLE2', 'Ablation', 'claims_table', 'Run',
            'ablation_runs', 'run_command', 'grid_command', 'write_commands', 'run_grid', 'collect_results',
            'diverged_runs', 't_quantile', 'describe', 'mean_std', 'ablation_table', 'scale_note',
-           'specifications_table', 'per_class_table', 'write_table']
+           'specifications_table', 'per_class_table', 'write_table', 'is_paper_recipe', 'longest_run', 'run_note']
 
 # %% ../nbs/07_study.ipynb #7662ea23
 @dataclass(frozen=True)
@@ -349,3 +349,33 @@ def write_table(path, title: str, rows: list[dict], headers: dict | None = None,
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"# {title}\n\n{markdown_table(rows, headers)}\n" + (f"\n*{note}*\n" if note else ""))
     return path
+
+# %% ../nbs/07_study.ipynb #8c162e42
+def is_paper_recipe(params: dict) -> bool:
+    "Whether a run's recorded parameters are the paper's network and recipe (its length, data, precision and protocol aside)."
+    from attnresnet.config import AUTHORS_SETTINGS, AUTHORS_PROTOCOL
+    defaults = TrainConfig()
+    if params.get("recipe", "paper") != "paper": return False
+    free = {"epochs", "precision", "data", *AUTHORS_PROTOCOL}
+    return all(params.get(k, getattr(defaults, k)) == getattr(defaults, k) for k in AUTHORS_SETTINGS if k not in free)
+
+# %% ../nbs/07_study.ipynb #6f409e99
+def longest_run(*roots) -> Path | None:
+    "The run folder under `roots` (searched recursively) of the paper's network and recipe with the most epochs in its history (None: none)."
+    best, most = None, 0
+    for root in roots:
+        for record in sorted(Path(root).rglob("config.json")):
+            run = RunDir(record.parent)
+            try: params, epochs = run.config_record["parameters"], len(run.history)
+            except (ValueError, KeyError): continue  # not a run folder, or an unreadable one: not a curve to draw
+            if is_paper_recipe(params) and epochs > most: best, most = run.path, epochs
+    return best
+
+# %% ../nbs/07_study.ipynb #5b2d6bdc
+def run_note(run: RunDir) -> str:
+    "One line describing one run: its folder, epochs (and whether it finished), data, width, device, precision, seed, code."
+    record, history = run.config_record, run.history
+    p, env = record["parameters"], record["environment"]
+    return (f"{'/'.join(run.path.parts[-2:])}: {len(history)} epochs{'' if run.finished else ' (unfinished)'}; {record['splits']['train']:,} training "
+            f"images of {record['data_source']}; width {p['width']}; {env.get('device_name', env.get('device'))}, {record['precision']}; "
+            f"seed {p['seed']}; code {code_version(env)}")

@@ -1,10 +1,11 @@
 """Unpack what `scripts/gpu_run.sh` brought back into results/gpu/<date>-<card>/, draw Figure 4 of its longest run, and
 print the summary the README's "Results on a GPU" section is written from. Ablation-grid runs (grid-<E>ep/) are added
-to results/gpu/grid-<E>ep/ instead, beside the runs of that budget from earlier sessions.
+to results/gpu/grid-<E>ep/ instead, beside the runs of that budget from earlier sessions, and the grid's figures and
+tables (grid-<E>ep/figures/) become figures/, the set the README shows (the set they replace stays beside its runs).
 
-    python scripts/gpu_results.py gpu-results.tar.gz [--dest results/gpu]
+    python scripts/gpu_results.py gpu-results.tar.gz [--dest results/gpu] [--figures figures]
 """
-import argparse, re, shutil, sys, tarfile, tempfile
+import argparse, json, re, shutil, sys, tarfile, tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,6 +44,34 @@ def merge_grid(results: Path, parent: Path) -> list[Path]:
             added.append(target)
     return added
 
+def publish_figures(results: Path, parent: Path, figures: Path) -> Path | None:
+    """The grid's figure set that came back (grid-<E>ep/figures/, drawn by nbs/report.ipynb on the GPU machine) replaces
+    parent/grid-<E>ep/figures/ and becomes `figures` (the set the README shows). The set `figures` held before is kept
+    beside its own runs (<its runs_dir>/figures/, from its source.json) unless it came from this grid. Returns the new set."""
+    sets = sorted(results.glob("grid-*ep/figures/table3_ablations.md"))
+    if not sets: return None
+    new = sets[-1].parent
+    grid_figures = parent / new.relative_to(results)
+    if grid_figures.exists(): shutil.rmtree(grid_figures)
+    shutil.copytree(new, grid_figures)
+    here = str(parent.relative_to(REPO)) if parent.resolve().is_relative_to(REPO) else str(parent)
+    def local(path):  # the GPU machine's paths, as this checkout names the same folders
+        if not path: return path
+        if path.startswith("<work>/results/"): return f"{here}/{path.removeprefix('<work>/results/')}"
+        return path[path.index("results/"):] if "results/" in path else path
+    record = json.loads((grid_figures / "source.json").read_text())
+    (grid_figures / "source.json").write_text(json.dumps({k: local(v) for k, v in record.items()}, indent=1) + "\n")
+    source = figures / "source.json"
+    if source.exists():
+        old_runs = Path(json.loads(source.read_text())["runs_dir"])
+        old_runs = old_runs if old_runs.is_absolute() else REPO / old_runs
+        if old_runs.is_dir() and old_runs.resolve() != grid_figures.parent.resolve():  # another grid's set: kept with its runs
+            if (old_runs / "figures").exists(): shutil.rmtree(old_runs / "figures")
+            shutil.copytree(figures, old_runs / "figures")
+    if figures.exists(): shutil.rmtree(figures)
+    shutil.copytree(grid_figures, figures)
+    return grid_figures
+
 def summary(results: Path, peak_bf16: float | None) -> list[str]:
     "One markdown line per training run: epochs, accuracies, epoch time, images/s, share of the bf16 peak."
     lines = []
@@ -64,6 +93,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("archive", help="gpu-results.tar.gz from scripts/gpu_run.sh")
     p.add_argument("--dest", default=str(REPO / "results" / "gpu"), help="parent folder (default results/gpu)")
+    p.add_argument("--figures", default=str(REPO / "figures"), help="where a grid's figure set that came back is published (default figures/)")
     a = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         with tarfile.open(a.archive) as t: t.extractall(tmp, filter="data")
@@ -74,6 +104,7 @@ def main(argv=None):
         while dest.exists(): n += 1; dest = Path(a.dest) / f"{day}-{card}-{n}"  # a second run on the same day and card
         shutil.copytree(results, dest, ignore=shutil.ignore_patterns("*.pt", "*.tmp", "grid-*ep"))
         grid = merge_grid(results, Path(a.dest))
+        published = publish_figures(results, Path(a.dest), Path(a.figures))
     bench = (dest / "bench.md").read_text() if (dest / "bench.md").exists() else ""
     peak = re.search(r"bf16 ([\d.]+) TFLOP/s", bench)
     runs = [RunDir(r) for r in sorted((dest / "runs").iterdir()) if RunDir(r).finished] if (dest / "runs").exists() else []
@@ -89,5 +120,6 @@ def main(argv=None):
     print(f"results in {dest.relative_to(REPO) if dest.is_relative_to(REPO) else dest}")
     print("\n".join(summary(dest, float(peak[1]) if peak else None)))
     for run in grid: print(f"- grid run added: {run.relative_to(REPO) if run.is_relative_to(REPO) else run}")
+    if published: print(f"- figures and tables of the grid: {published}, now also {a.figures}")
 
 if __name__ == "__main__": main()

@@ -41,7 +41,9 @@
 #   fast     the fast recipe (TrainConfig recipe="fast", time_budget), one run per seed while time is left
 #   grid     the ablation grid (nbs/ablations.ipynb) at --grid-epochs, skipping the runs already committed in
 #            results/gpu/grid-<E>ep/, starting runs while they fit in the time left; scripts/gpu_results.py adds the
-#            new ones to that folder, so the grid fills up session by session (only when --steps names it)
+#            new ones to that folder, so the grid fills up session by session (only when --steps names it); then
+#            nbs/report.ipynb draws the grid's figures and tables into grid-<E>ep/figures/ (Figure 4 from the longest run of
+#            the paper's recipe), which scripts/gpu_results.py makes the README's figures/
 #   compile  the benchmark's torch.compile and CUDA-graph rows (last: compiling costs minutes, training comes first)
 #   paper500 (only when named) the paper's recipe for 500 epochs on the full split in runs/paper500 of the checkout
 #            (git-ignored, so a warm device machine keeps it between commands): it trains until its time box ends and
@@ -231,14 +233,21 @@ fi
 
 # grid: the committed runs of this budget come along and are skipped; new runs start while they fit in the time left
 if want grid; then
-  GRID=grid-${GRID_EPOCHS}ep; mkdir -p "$RES/$GRID"
+  GRID=grid-${GRID_EPOCHS}ep; mkdir -p "$RES/$GRID"; REPORT_BOX=120  # the report after the grid: seconds kept for it
   [ -d "$REPO/results/gpu/$GRID" ] && cp -r "$REPO/results/gpu/$GRID/." "$RES/$GRID/"
-  box=$(( $(left) - RESERVE_COMPILE - 10 )); gpus=$(printf '0,%.0s' $(seq "$GRID_JOBS")); gpus=${gpus%,}
+  box=$(( $(left) - RESERVE_COMPILE - 10 - REPORT_BOX )); gpus=$(printf '0,%.0s' $(seq "$GRID_JOBS")); gpus=${gpus%,}
   [ $SMOKE = 1 ] && GRID_SCALE=(-p base_width 4 -p batch_size 32 -p only full,no_ema) || GRID_SCALE=()
   if [ $JOB = papermill ]; then
     papermill_job grid "$box" ablations.ipynb "$RES/ablations.ipynb" -p runs_dir "$RES/$GRID" -p epochs "$GRID_EPOCHS" -p seeds "$GRID_SEEDS" -p data "$DATA" -p device $DEVICE \
       -p gpus "$gpus" -p time_limit $(( box - 30 )) "${GRID_SCALE[@]}"
   else echo "grid skipped: nbs/ablations.ipynb needs papermill (scripts/travel.sh puts its wheels in .travel/)" | tee -a "$RES/steps.txt"
+  fi
+  # the grid's figures and tables (grid-<E>ep/figures/), while this session's runs still have their checkpoints; Figure 4
+  # from the longest run of the paper's recipe among the committed GPU runs and runs/ (paper500)
+  if [ $JOB = papermill ] && ls "$RES/$GRID"/full/seed*/metrics.json >/dev/null 2>&1; then
+    CURVE=$($PY -c "from attnresnet.study import longest_run; print(longest_run('$REPO/results/gpu', '$REPO/runs', '$RES/$GRID') or '')")
+    papermill_job report $REPORT_BOX report.ipynb "$RES/report.ipynb" -p runs_dir "$RES/$GRID" -p figures_dir "$RES/$GRID/figures" \
+      -p data "$DATA" -p curve_run "$CURVE"
   fi
 fi
 

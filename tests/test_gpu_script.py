@@ -28,6 +28,8 @@ def test_smoke_mode_runs_every_step_and_packs_one_archive(tmp_path, standin):
         assert {"results/bench.md", "results/profile.txt", "results/env.log", "results/tests.log"} <= set(names)
         runs = sorted(n.split("/")[2] for n in names if n.startswith("results/runs/") and n.endswith("/metrics.json"))
         grid = sorted(n for n in names if n.startswith("results/grid-1ep/") and n.endswith("/metrics.json"))
+        assert {"results/grid-1ep/figures/table3_ablations.md", "results/grid-1ep/figures/fig4_training_curves.png",
+                "results/grid-1ep/figures/fig2_dual_attention.png", "results/report.ipynb"} <= set(names)  # the grid's report
         assert grid == ["results/grid-1ep/full/seed0/metrics.json", "results/grid-1ep/no_ema/seed0/metrics.json"], grid
         assert "results/ablations.ipynb" in names
         assert runs == ["fast-seed0", "paper-2epochs", "probe-1epoch"], runs
@@ -42,9 +44,15 @@ def test_smoke_mode_runs_every_step_and_packs_one_archive(tmp_path, standin):
     assert "| graph (attnresnet.step) |" in (tmp_path / "work" / "results" / "step-bench.md").read_text()
 
     # back on this side: unpack into results/gpu/<date>-<card>/ with Figure 4 and a summary line per run
+    old = tmp_path / "figures"; old.mkdir(); (tmp_path / "cpu-grid").mkdir()  # a set from another grid, published before
+    (old / "source.json").write_text(json.dumps(dict(runs_dir=str(tmp_path / "cpu-grid"))))
     r = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_results.py"), str(tmp_path / "out" / "gpu-results.tar.gz"),
-                        "--dest", str(tmp_path / "results")], capture_output=True, text=True, timeout=120)
+                        "--dest", str(tmp_path / "results"), "--figures", str(old)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+    source = json.loads((old / "source.json").read_text())  # figures/ is now the GPU grid's set ...
+    assert source["runs_dir"] == str(tmp_path / "results" / "grid-1ep") and (old / "table3_ablations.md").exists()
+    assert (tmp_path / "cpu-grid" / "figures" / "source.json").exists()  # ... and the set it replaced stays beside its runs
+    assert (tmp_path / "results" / "grid-1ep" / "figures" / "fig1_architecture.png").exists()
     dest, grid = sorted((tmp_path / "results").iterdir(), key=lambda d: d.name.startswith("grid"))
     assert grid.name == "grid-1ep" and (grid / "no_ema" / "seed0" / "metrics.json").exists()  # the grid grows in its own folder
     assert not (dest / "grid-1ep").exists() and "grid run added: " in r.stdout
