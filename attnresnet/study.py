@@ -364,8 +364,9 @@ def longest_run(*roots) -> Path | None:
     "The run folder under `roots` (searched recursively) of the paper's network and recipe with the most epochs in its history (None: none)."
     best, most = None, 0
     for root in roots:
-        for record in sorted(Path(root).rglob("config.json")):
-            run = RunDir(record.parent)
+        for folder in sorted(p for p in [Path(root), *Path(root).rglob("*")] if p.is_dir()):
+            run = RunDir(folder)
+            if not run.config_file.exists(): continue
             try: params, epochs = run.config_record["parameters"], len(run.history)
             except (ValueError, KeyError): continue  # not a run folder, or an unreadable one: not a curve to draw
             if is_paper_recipe(params) and epochs > most: best, most = run.path, epochs
