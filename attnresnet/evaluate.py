@@ -11,8 +11,8 @@ from .augment import normalize, to_float
 from .config import TrainConfig, protocol_differences, resolve_precision
 
 # %% auto #0
-__all__ = ['autocast', 'prepare_batch', 'evaluation_precision', 'predict_views', 'predict', 'accuracy', 'classification_metrics',
-           'authors_measure']
+__all__ = ['autocast', 'prepare_batch', 'evaluation_precision', 'predict_views', 'predict', 'device_accuracy', 'accuracy',
+           'classification_metrics', 'authors_measure']
 
 # %% ../nbs/05a_evaluate.ipynb #e7d22c93
 def autocast(precision: str, device: torch.device):
@@ -54,10 +54,15 @@ def predict(model: nn.Module, x: torch.Tensor, mean, std, batch_size: int = 1000
     plain, mirrored = predict_views(model, x, mean, std, batch_size, tta, precision, channels_last)
     return (plain + mirrored) / 2 if tta else plain
 
+# %% ../nbs/05a_evaluate.ipynb #fa00e637
+def device_accuracy(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    "Fraction of rows of `probs` whose argmax is `y`, as a 0-d tensor on their device: nothing waits for it."
+    return (probs.argmax(1) == y.to(probs.device)).float().mean()
+
 # %% ../nbs/05a_evaluate.ipynb #a58e3783
 def accuracy(probs: torch.Tensor, y: torch.Tensor) -> float:
     "Fraction of rows of `probs` whose argmax is `y` (nan for no rows)."
-    return (probs.argmax(1).cpu() == y.cpu()).float().mean().item() if len(y) else float("nan")
+    return device_accuracy(probs, y).item() if len(y) else float("nan")
 
 # %% ../nbs/05a_evaluate.ipynb #5e3ca395
 def classification_metrics(probs: torch.Tensor, y: torch.Tensor, classes: list) -> dict:

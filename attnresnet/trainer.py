@@ -16,8 +16,8 @@ from .splits import load_splits, DeviceLoader
 from .augment import Augment, mix_batch, soft_targets
 from .config import TrainConfig, NORMALIZATIONS, model_kwargs, resolve_device, resolve_precision, device_name
 from .runs import RunDir, RunRefused, environment
-from .evaluate import (autocast, prepare_batch, predict_views, evaluation_precision, accuracy, classification_metrics,
-                                 authors_measure)
+from .evaluate import (autocast, prepare_batch, predict_views, evaluation_precision, accuracy, device_accuracy,
+                                 classification_metrics, authors_measure)
 from .schedules import LRSchedule, ema_update, ema_decay_at
 from .distributed import Distributed, rank_batch, check_batch, sync_batchnorm
 
@@ -168,17 +168,20 @@ class Trainer:
     def validation_images(self) -> torch.Tensor:
         "This epoch's validation images: the clean ones, or with `val_augment` the training augmentation drawn afresh for the epoch."
         c, x = self.config, self.splits.val_x
-        if not c.val_augment or not len(x): return x
+        if not c.val_augment or not len(x):
+            if not hasattr(self, "_val_x"): self._val_x = x.to(self.device)  # copied once: the same images every epoch
+            return self._val_x
         g = torch.Generator().manual_seed((c.seed + 1) * 1_000_003 + self.epoch)  # the same draw for every candidate, and on resume
         n = c.eval_batch_size
         return torch.cat([self.augment(x[i:i + n].to(self.device), generator=g) for i in range(0, len(x), n)])
 
     def validate(self) -> dict:
-        "Validation accuracy of every candidate, as `val_acc_<name>` (NaN without a validation split)."
-        s = self.splits
-        x = self.validation_images()
-        return {f"val_acc_{name}": accuracy(self.probabilities(m, x)[0], s.val_y) if len(s.val_y) else float("nan")
-                for name, m in self.candidates().items()}
+        "Validation accuracy of every candidate, as `val_acc_<name>` (NaN without a validation split): counted on the device, read once."
+        names = list(self.candidates())
+        if not len(self.splits.val_y): return {f"val_acc_{n}": float("nan") for n in names}
+        x, y = self.validation_images(), self.splits.val_y.to(self.device)
+        acc = torch.stack([device_accuracy(self.probabilities(m, x)[0], y) for m in self.candidates().values()])
+        return {f"val_acc_{n}": a for n, a in zip(names, acc.tolist())}  # one wait for the device per epoch
 
     def keep_best(self, row: dict):
         "If a candidate's validation accuracy in `row` beats the best so far, make it the best (and write `best.pt`)."

@@ -122,3 +122,10 @@ def test_padded_channels_stay_zero_through_the_graph_step_and_a_resume():
     assert padding_size(resumed.model) == padding_size(resumed.ema.module) == padding_of_momentum(resumed) == 0.0
     plain = Trainer(config(epochs=2), s)
     assert eager.n_parameters == plain.n_parameters == count_parameters(unpad_channels(resumed.model))  # metrics.json's count
+
+def test_validation_waits_for_the_device_once():
+    """`Trainer.validate` counts every candidate's correct answers on the device and reads them in one `.tolist()`: no `.item()`
+    (`_local_scalar_dense`) or other host read per candidate, which NoHostSync would refuse."""
+    tr = Trainer(config(), splits())
+    with NoHostSync(): row = tr.validate()
+    assert list(row) == ["val_acc_raw", "val_acc_ema"] and all(0 <= v <= 1 for v in row.values())
