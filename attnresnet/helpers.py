@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_helpers.ipynb #b4417d03
 from __future__ import annotations
-import argparse, contextlib, difflib, json, os, shutil, sys, uuid
+import argparse, contextlib, difflib, json, os, shutil, uuid
 from pathlib import Path
 import torch
 

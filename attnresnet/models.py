@@ -12,7 +12,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from .attention import ChannelAttention, DualAttention, SEBlock, SpatialAttention
-from .helpers import check_positive_int, check_probability, markdown_table
+from .helpers import check_positive_int, check_probability
 
 # %% auto #0
 __all__ = ['PAPER_WIDTH', 'TABLE1_HEADERS', 'PARAMETER_BUDGET', 'MODELS', 'conv_bn', 'ResidualBlock', 'AttentionResNet',

@@ -4,8 +4,8 @@
 
 # %% ../nbs/14_peer.ipynb #390b7e8e
 from __future__ import annotations
-import argparse, contextlib, math, os, statistics, sys, time
-from dataclasses import dataclass, field
+import argparse, contextlib, math, statistics, time
+from dataclasses import dataclass
 from pathlib import Path
 import torch
 from .data import ImageSet, load_images

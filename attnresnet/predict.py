@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_predict.ipynb #a2ba295d
 from __future__ import annotations
-import argparse, sys
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 import torch

@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_reference.ipynb #e621d890
 from __future__ import annotations
-import csv, json, math, re, statistics
+import csv, json, re, statistics
 from pathlib import Path
 from .data import REPO_DIR
 

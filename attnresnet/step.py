@@ -79,7 +79,7 @@ def apply_mix(x: torch.Tensor, targets: torch.Tensor, m: dict) -> tuple[torch.Te
 # %% ../nbs/12_step.ipynb #44406039
 def draw_augment(augment: Augment, n: int, size=(32, 32), generator: torch.Generator | None = None) -> dict:
     "`augment.draw`'s parameters for `n` images (the same draws), with the CPU-side decisions made into tensors for `apply_augment`."
-    p, c, out = augment.draw(n, size, generator), augment.config, {}
+    p, out = augment.draw(n, size, generator), {}
     if "matrix" in p: out["matrix"] = p["matrix"]
     if "shift" in p or "flip" in p:
         out["shift"] = p.get("shift", torch.zeros(n, 2)).long()

@@ -5,7 +5,7 @@
 # %% ../nbs/07_study.ipynb #2e9478d7
 from __future__ import annotations
 import math, os, shlex, shutil, signal, statistics, subprocess, sys, tempfile, threading, time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from .config import TrainConfig, make_config
 from .runs import RunDir, code_version
