@@ -23,7 +23,8 @@ from .bench_flops import flops_per_image, synchronize, bf16_reason
 __all__ = ['Setting', 'random_images', 'random_batch', 'prepare', 'bare_step', 'time_steps', 'eager_settings',
            'compiled_settings', 'reset_peak_memory', 'peak_memory', 'SettingResult', 'measure_setting',
            'faster_layouts', 'measure_settings', 'fast_path_error', 'trainer_splits', 'TrainerResult',
-           'measure_trainer', 'overhead_breakdown', 'busy_fraction', 'ProfileResult', 'profile_trainer']
+           'measure_trainer', 'overhead_breakdown', 'busy_fraction', 'bench_trainer', 'epoch_profile', 'ProfileResult',
+           'profile_trainer']
 
 # %% ../nbs/09b_bench_step.ipynb #5cfd2ce4
 @dataclass(frozen=True)
@@ -289,6 +290,24 @@ def busy_fraction(intervals: list[tuple[float, float]]) -> float | None:
     busy += hi - lo
     span = max(e for _, e in intervals) - intervals[0][0]
     return busy / span if span > 0 else 1.0
+
+# %% ../nbs/09b_bench_step.ipynb #c8db7b38
+def bench_trainer(device, width: int, batch: int, steps: int, val_images: int, **config) -> Trainer:
+    "A `Trainer` on random images: `steps` batches of training, `val_images` of validation (no run directory)."
+    x, y = random_images(steps * batch + val_images, seed=0)
+    n = steps * batch
+    s = Splits(x[:n], y[:n], x[n:], y[n:], x[:0], y[:0], [str(i) for i in range(10)], "random uint8 images",
+               (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    return Trainer(make_config(width=width, batch_size=batch, device=str(device), progress=False, epochs=1000, **config), s)
+
+# %% ../nbs/09b_bench_step.ipynb #50b95dba
+def epoch_profile(tr: Trainer) -> tuple[int | None, float | None]:
+    "Kernels and the GPU's busy fraction over one `train_epoch` of `tr` (None, None on a CPU)."
+    if tr.device.type != "cuda": return None, None
+    with profiler.profile(activities=[profiler.ProfilerActivity.CPU, profiler.ProfilerActivity.CUDA]) as prof:
+        tr.train_epoch()
+    kernels = [(e.time_range.start, e.time_range.end) for e in prof.events() if e.device_type == DeviceType.CUDA]
+    return len(kernels), busy_fraction(kernels)
 
 # %% ../nbs/09b_bench_step.ipynb #970884ab
 @dataclass

@@ -14,7 +14,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from .augment import Augment, crop_flip, warp, rotation_matrix, perspective_matrices, grayscale, to_float
 from .augment import _blend, _hue, _rand, _beta, _perm, cutmix_box, check_mix_probs  # the pieces `mix_batch`, `apply_color` use
 from .config import _CHOICES, device_name
-from .splits import Splits
 from .runs import RunDir
 from .evaluate import prepare_batch
 from .schedules import ema_decay_at
@@ -288,31 +287,11 @@ class GraphStep:
 # %% ../nbs/12_step.ipynb #fc648946
 PAPER_STEPS = 45_000 // 128  # optimiser steps in one epoch of the paper's recipe (90% of CIFAR-10's training images, batch 128)
 
-def _bench_trainer(device, width: int, batch: int, steps: int, val_images: int, **config):
-    "A `Trainer` on random images: `steps` batches of training, `val_images` of validation (no run directory)."
-    from attnresnet.bench_step import random_images
-    from attnresnet.config import make_config
-    from attnresnet.trainer import Trainer
-    x, y = random_images(steps * batch + val_images, seed=0)
-    n = steps * batch
-    s = Splits(x[:n], y[:n], x[n:], y[n:], x[:0], y[:0], [str(i) for i in range(10)], "random uint8 images",
-               (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-    return Trainer(make_config(width=width, batch_size=batch, device=str(device), progress=False, epochs=1000, **config), s)
-
-def _profile_epoch(tr) -> tuple[int, float | None]:
-    "Kernels and the GPU's busy fraction over one `train_epoch` (None, None on a CPU)."
-    from attnresnet.bench_step import busy_fraction
-    from torch.autograd import DeviceType
-    if tr.device.type != "cuda": return None, None
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as prof:
-        tr.train_epoch()
-    kernels = [(e.time_range.start, e.time_range.end) for e in prof.events() if e.device_type == DeviceType.CUDA]
-    return len(kernels), busy_fraction(kernels)
-
 def step_benchmark(device: str = "cuda", width: int = 31, batch: int = 128, steps: int = 50, val_images: int = 5000,
                    compile: bool = True, quick: bool = False, log=None) -> tuple[list[dict], dict]:
     "A row per change of the training step (eager, graph, + cudnn.benchmark, + padding, + compile, the full trainer with validation), and the floors."
     from attnresnet.bench_flops import flops_per_image, measure_peaks
+    from attnresnet.bench_step import bench_trainer, epoch_profile
     device = torch.device(device)
     peaks = measure_peaks(device, quick=quick)
     peak = peaks.get("bf16", peaks["fp32"])
@@ -327,11 +306,11 @@ def step_benchmark(device: str = "cuda", width: int = 31, batch: int = 128, step
         torch.backends.cudnn.benchmark = benchmark
         row = dict(row=name)
         try:
-            tr = _bench_trainer(device, width, batch, steps, 0, **config)
+            tr = bench_trainer(device, width, batch, steps, 0, **config)
             tr.train_epoch()  # warm-up: cuDNN plans, compilation, the graph's capture
             ep = tr.train_epoch()
             ms = 1000 * ep["seconds"] / steps
-            kernels, busy = _profile_epoch(tr)
+            kernels, busy = epoch_profile(tr)
             fin = tr.graph_step.nonfinite.item() if tr.graph_step is not None else None
             row.update(ms_per_step=ms, s_per_epoch=ms * PAPER_STEPS / 1000, peak_pct=100 * flops_step / (ms / 1000) / 1e12 / peak,
                        kernels_per_step=None if kernels is None else kernels / steps, busy_pct=None if busy is None else 100 * busy,
@@ -344,7 +323,7 @@ def step_benchmark(device: str = "cuda", width: int = 31, batch: int = 128, step
     row = dict(row=f"full trainer: graph + cudnn.benchmark, run_epoch with {val_images:,} validation images")
     try:
         torch.backends.cudnn.benchmark = True
-        tr = _bench_trainer(device, width, batch, steps, val_images, step="graph")
+        tr = bench_trainer(device, width, batch, steps, val_images, step="graph")
         tr.run_epoch()
         t0 = time.perf_counter(); r = tr.run_epoch(); total = time.perf_counter() - t0
         val_s = total - r["seconds"]
