@@ -86,6 +86,7 @@ class TrainConfig:
     eval_batch_size: int = 250       # images per evaluation batch (250: fastest measured at width 8 on a CPU: `python -m attnresnet.bench --evaluate`)
     checkpoint_every: int = 1        # write last.pt (and a new best.pt) every this many epochs and after the last; a resume redoes the epochs since, exactly
     tta: bool = False                # also test with flip test-time augmentation: a second pass over the test set (this study's extra; the paper reports none)
+    tta_shift: int = 0               # with tta: also the plain and mirrored test images shifted by this many pixels both ways (six views in test_acc_tta); 0: flip only
     run_dir: str = "runs/default"    # where config, history, metrics and checkpoints go
     progress: bool = True            # progress bars (a line per epoch when output is not a terminal or notebook)
     log: str = ""                    # "tensorboard": also write each epoch's numbers to run_dir/tensorboard (needs the tensorboard package)
@@ -117,7 +118,7 @@ _CHOICES = dict(model=tuple(MODELS), augment=tuple(AUGMENT_PRESETS), precision=P
                 ddp_batch=("global", "per_rank"), split=("stratified", "random"), eval_precision=("run", "fp32"),
                 step=("auto", "graph", "eager"))
 _POSITIVE = ("width", "depth", "widen_factor", "epochs", "batch_size", "eval_batch_size", "channel_multiple", "checkpoint_every")
-_NON_NEGATIVE = ("train_subset", "seed", "lr", "momentum", "weight_decay", "grad_clip", "swa_lr", "time_budget", "warmup_epochs")
+_NON_NEGATIVE = ("tta_shift", "train_subset", "seed", "lr", "momentum", "weight_decay", "grad_clip", "swa_lr", "time_budget", "warmup_epochs")
 SEED_LIMIT = 2**63  # seeds of other processes and generators are offsets from `seed`
 _PROBABILITIES = ("dropout", "block_dropout", "mixup_prob", "cutmix_prob", "label_smoothing", "ema_decay", "val_fraction", "swa_start")
 
@@ -148,6 +149,7 @@ def _check_rules(c: TrainConfig):
     if c.model == "wrn" and c.channel_multiple != 1:
         raise ValueError(f"channel_multiple={c.channel_multiple!r}: model='wrn' cannot be padded (its widths are multiples of 16 already); use 1")
     check_mix_probs(c.mixup_prob, c.cutmix_prob)
+    if c.tta_shift and not c.tta: raise ValueError(f"tta_shift={c.tta_shift}: the shifted views are test-time augmentation; set tta=True too")
     if c.warmup_epochs >= c.epochs: raise ValueError(f"warmup_epochs={c.warmup_epochs}: must be less than epochs={c.epochs}")
     if c.nesterov and c.momentum == 0: raise ValueError("nesterov=True needs momentum > 0 (SGD's rule)")
     if c.swa and c.swa_lr <= 0: raise ValueError(f"swa_lr={c.swa_lr}: SWA needs a positive learning rate")
@@ -365,7 +367,8 @@ AUTHORS_SETTINGS = dict(
     label_smoothing=0.1, grad_clip=1.0, ema_decay=0.999, ema_warmup=False, precision="fp16", tta=False, **AUTHORS_PROTOCOL)
 NOT_IN_AUTHORS_CODE = (  # this study's switches and execution details; the other networks of the ablations
     "depth", "widen_factor", "block_dropout", "swa", "swa_start", "swa_lr", "full_validation", "recipe", "time_budget",
-    "channels_last", "channel_multiple", "compile", "step", "device", "ddp_batch", "sync_bn", "seed", "eval_batch_size", "checkpoint_every", "run_dir", "progress", "log")
+    "channels_last", "channel_multiple", "compile", "step", "device", "ddp_batch", "sync_bn", "seed", "eval_batch_size", "checkpoint_every",
+    "tta_shift", "run_dir", "progress", "log")
 
 def departures(c: TrainConfig | None = None) -> list[str]:
     "The fields in which `c` (default: `TrainConfig()`) differs from the authors' code."

@@ -7,12 +7,13 @@ from __future__ import annotations
 import math
 import torch
 from torch import nn
+import torch.nn.functional as F
 from .augment import normalize, to_float
 from .config import TrainConfig, protocol_differences, resolve_precision
 
 # %% auto #0
-__all__ = ['autocast', 'prepare_batch', 'evaluation_precision', 'predict_views', 'predict', 'device_accuracy', 'accuracy',
-           'classification_metrics', 'authors_measure']
+__all__ = ['autocast', 'prepare_batch', 'evaluation_precision', 'shifted_views', 'predict_views', 'average_views', 'predict',
+           'device_accuracy', 'accuracy', 'classification_metrics', 'authors_measure']
 
 # %% ../nbs/05a_evaluate.ipynb #e7d22c93
 def autocast(precision: str, device: torch.device):
@@ -31,28 +32,43 @@ def evaluation_precision(c: TrainConfig, device: torch.device) -> str:
     "The precision `c`'s run evaluates in on `device`: float32 with `eval_precision='fp32'`, else its training precision there."
     return "fp32" if c.eval_precision == "fp32" else resolve_precision(c.precision, device)
 
+# %% ../nbs/05a_evaluate.ipynb #e55e4e27
+def shifted_views(xb: torch.Tensor, shift: int) -> list[torch.Tensor]:
+    "`xb` translated by `shift` pixels down-right and up-left, the edges filled by reflection (the crop augmentation's padding)."
+    H, W = xb.shape[-2:]
+    padded = F.pad(xb, (shift,) * 4, mode="reflect")
+    return [padded[..., :H, :W], padded[..., 2 * shift:, 2 * shift:]]
+
 # %% ../nbs/05a_evaluate.ipynb #57df17cb
 @torch.inference_mode()
 def predict_views(model: nn.Module, x: torch.Tensor, mean, std, batch_size: int = 1000, flips: bool = False,
-                  precision: str = "fp32", channels_last: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-    "Class probabilities of `model` on uint8 images `x`, and with `flips` on the same images mirrored left-right (else None)."
+                  precision: str = "fp32", channels_last: bool = True,
+                  shift: int = 0, # with `flips`: also each of the two images translated by this many pixels both ways
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    "Class probabilities of `model` on uint8 images `x`, and with `flips` those of the other views, stacked (views, N, classes); else None."
     model.eval()
     device = next(model.parameters()).device
-    plain, mirrored = [], []
+    plain, others = [], []
     for i in range(0, len(x), batch_size):
         xb = prepare_batch(x[i:i + batch_size].to(device), mean, std, channels_last)
         with autocast(precision, device):
             plain.append(model(xb).float().softmax(1))
-            if flips: mirrored.append(model(xb.flip(3)).float().softmax(1))
-    cat = lambda ps: torch.cat(ps) if ps else torch.empty(0)
-    return cat(plain), cat(mirrored) if flips else None
+            if flips:
+                views = [xb.flip(3)] + ([v for im in (xb, xb.flip(3)) for v in shifted_views(im, shift)] if shift else [])
+                others.append(torch.stack([model(v).float().softmax(1) for v in views]))
+    cat = lambda ps, dim: torch.cat(ps, dim) if ps else torch.empty(0)
+    return cat(plain, 0), cat(others, 1) if flips else None
+
+# %% ../nbs/05a_evaluate.ipynb #50ca8484
+def average_views(plain: torch.Tensor, others: torch.Tensor | None) -> torch.Tensor:
+    "The test-time augmented probabilities: the mean over every view, the plain one included (`plain` itself without others)."
+    return plain if others is None else torch.cat([plain[None], others]).mean(0)
 
 # %% ../nbs/05a_evaluate.ipynb #801a8214
 def predict(model: nn.Module, x: torch.Tensor, mean, std, batch_size: int = 1000, tta: bool = False,
-            precision: str = "fp32", channels_last: bool = True) -> torch.Tensor:
-    "Class probabilities of `model` on uint8 images `x` (averaged with the mirrored images' if `tta`)."
-    plain, mirrored = predict_views(model, x, mean, std, batch_size, tta, precision, channels_last)
-    return (plain + mirrored) / 2 if tta else plain
+            precision: str = "fp32", channels_last: bool = True, shift: int = 0) -> torch.Tensor:
+    "Class probabilities of `model` on uint8 images `x` (with `tta`, averaged over the mirrored and, with `shift`, translated views)."
+    return average_views(*predict_views(model, x, mean, std, batch_size, tta, precision, channels_last, shift))
 
 # %% ../nbs/05a_evaluate.ipynb #fa00e637
 def device_accuracy(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -56,7 +56,7 @@ def _unreadable(path: Path, e: Exception, fix: str) -> ValueError:
 
 # may change between a run and its resume; the data may move (its fingerprint, checked on resume, says whether it is the same)
 _NOT_IDENTITY = ("run_dir", "data", "progress", "device", "eval_batch_size", "tta", "log", "step",  # step: the same math, eager or graph
-                 "checkpoint_every")
+                 "checkpoint_every", "tta_shift")
 
 def _changed(old: dict, c: TrainConfig) -> dict:
     "The fields (name: (recorded, now)) in which `c` differs from the recorded parameters `old`; a field `old` lacks counts as its default."

@@ -16,8 +16,8 @@ from .splits import load_splits, DeviceLoader
 from .augment import Augment, mix_batch, soft_targets
 from .config import TrainConfig, NORMALIZATIONS, model_kwargs, resolve_device, resolve_precision, device_name
 from .runs import RunDir, RunRefused, environment
-from .evaluate import (autocast, prepare_batch, predict_views, evaluation_precision, accuracy, device_accuracy,
-                                 classification_metrics, authors_measure)
+from .evaluate import (autocast, prepare_batch, predict_views, average_views, evaluation_precision, accuracy,
+                                 device_accuracy, classification_metrics, authors_measure)
 from .schedules import LRSchedule, ema_update, ema_decay_at
 from .distributed import Distributed, rank_batch, check_batch, sync_batchnorm
 
@@ -160,10 +160,11 @@ class Trainer:
         if self.ema is not None: out["ema"] = self.ema.module
         return out
 
-    def probabilities(self, model: nn.Module, x: torch.Tensor, flips: bool = False):
+    def probabilities(self, model: nn.Module, x: torch.Tensor, flips: bool = False, shift: int = 0):
         "`predict_views` of `model` on images `x` (uint8, or float in [0, 1]) with this run's normalisation, evaluation precision and batch size."
         c = self.config
-        return predict_views(model, x, self.mean, self.std, c.eval_batch_size, flips, evaluation_precision(c, self.device), c.channels_last)
+        return predict_views(model, x, self.mean, self.std, c.eval_batch_size, flips, evaluation_precision(c, self.device), c.channels_last,
+                             shift)
 
     def validation_images(self) -> torch.Tensor:
         "This epoch's validation images: the clean ones, or with `val_augment` the training augmentation drawn afresh for the epoch."
@@ -347,7 +348,7 @@ class Trainer:
         if not self.dist.main: return self.dist.broadcast(None)  # rank 0 tests; the others receive its numbers
         c, s, t0 = self.config, self.splits, time.perf_counter()
         weights, model = self.chosen(self._finish_swa())
-        p, p_mirrored = self.probabilities(model, s.test_x, flips=c.tta)
+        p, p_views = self.probabilities(model, s.test_x, flips=c.tta, shift=c.tta_shift)
         test, has_val = classification_metrics(p, s.test_y, s.classes), len(s.val_y) > 0
         final_name, final_model = next((k, m) for k, m in reversed(self.candidates().items()))  # the EMA when on, else the raw weights
         same = self.best["epoch"] == self.epoch and self.best["weights"] == final_name  # then the chosen weights are the final ones
@@ -356,7 +357,7 @@ class Trainer:
         train_seconds = sum(r["seconds"] for r in self.history)
         metrics = dict(
             **self._run_facts(has_val), chosen_weights=weights, validation_images="augmented afresh each epoch" if c.val_augment else "clean",
-            clean_val_acc_chosen=clean_val, test_acc=test["accuracy"], test_acc_tta=accuracy((p + p_mirrored) / 2, s.test_y) if c.tta else None,
+            clean_val_acc_chosen=clean_val, test_acc=test["accuracy"], test_acc_tta=accuracy(average_views(p, p_views), s.test_y) if c.tta else None,
             final_epoch_weights=final_name, test_acc_final_epoch=test_final, authors_measure=authors_measure(self.history, c),
             per_class=test["per_class"], confusion_matrix=test["confusion_matrix"],
             wall_time_s=self.elapsed + time.perf_counter() - t0, train_time_s=train_seconds,

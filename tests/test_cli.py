@@ -109,6 +109,10 @@ def test_parameters_cell_is_made_from_the_same_docs():
     (["--seed", str(2**64)], "seed=18446744073709551616: must be less than 2**63"),
     (["--device", "mps"], "device='mps'"),
     (["--device", "meta"], "device='meta'"),
+    (["--tta-shift", "2"], "tta_shift=2: the shifted views are test-time augmentation; set tta=True too"),
+    (["--channel-multiple", "0"], "channel_multiple=0"),
+    (["--model", "wrn", "--channel-multiple", "8"], "channel_multiple=8: model='wrn' cannot be padded"),
+    (["--checkpoint-every", "0"], "checkpoint_every=0"),
 ])
 def test_value_errors_are_one_line_and_leave_nothing(tmp_path, capsys, args, expected):
     t0 = time.perf_counter()

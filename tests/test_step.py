@@ -4,6 +4,7 @@ import math
 import pytest, torch
 from attnresnet.bench_step import random_images
 from attnresnet.config import make_config
+from attnresnet.evaluate import accuracy, average_views
 from attnresnet.models import count_parameters, padding_size, unpad_channels
 from attnresnet.splits import Splits
 from attnresnet.step import GraphStep, NoHostSync, draw_augment, draw_mix
@@ -129,3 +130,19 @@ def test_validation_waits_for_the_device_once():
     tr = Trainer(config(), splits())
     with NoHostSync(): row = tr.validate()
     assert list(row) == ["val_acc_raw", "val_acc_ema"] and all(0 <= v <= 1 for v in row.values())
+
+def test_multi_view_tta_is_reported_beside_the_plain_test():
+    "tta_shift=2: test_acc_tta averages six views of each test image (`predict_views`); test_acc stays the plain pass."
+    x, y = random_images(80, seed=3)
+    s = Splits(x[:48], y[:48], x[48:56], y[48:56], x[56:], y[56:], [str(i) for i in range(10)], "random uint8 images",
+               (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    results = {}
+    for shift in (0, 2):
+        tr = Trainer(config(epochs=1, tta=True, tta_shift=shift), s)
+        tr.run_epoch()
+        results[shift] = tr.finish()
+    assert results[0]["test_acc"] == results[2]["test_acc"]  # the same weights, the same plain pass
+    _, model = tr.chosen()
+    p, views = tr.probabilities(model, s.test_x, flips=True, shift=2)
+    assert views.shape == (5, len(s.test_x), 10)
+    assert results[2]["test_acc_tta"] == accuracy(average_views(p, views), s.test_y)
