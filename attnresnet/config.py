@@ -35,6 +35,8 @@ class TrainConfig:
     channel_attention: bool = True   # attnresnet: channel attention in every block
     spatial_attention: bool = True   # attnresnet: spatial attention in every block
     dropout: float = 0.3             # attnresnet / seresnet: dropout before the classifier
+    zero_init_residual: bool = False # attnresnet / seresnet: each block's last batch-norm scale starts at 0, every residual branch silent (a short-run option; not the paper's)
+    bn_momentum: float = 0.1         # attnresnet / seresnet: momentum of the batch norms' running statistics (PyTorch's default 0.1)
     depth: int = 16                  # wrn only: layers (6n + 4)
     widen_factor: int = 4            # wrn only: channel multiplier of every block
     block_dropout: float = 0.3       # wrn only: dropout inside each block (a WideResNet has none before its classifier)
@@ -120,7 +122,7 @@ _CHOICES = dict(model=tuple(MODELS), augment=tuple(AUGMENT_PRESETS), precision=P
 _POSITIVE = ("width", "depth", "widen_factor", "epochs", "batch_size", "eval_batch_size", "channel_multiple", "checkpoint_every")
 _NON_NEGATIVE = ("tta_shift", "train_subset", "seed", "lr", "momentum", "weight_decay", "grad_clip", "swa_lr", "time_budget", "warmup_epochs")
 SEED_LIMIT = 2**63  # seeds of other processes and generators are offsets from `seed`
-_PROBABILITIES = ("dropout", "block_dropout", "mixup_prob", "cutmix_prob", "label_smoothing", "ema_decay", "val_fraction", "swa_start")
+_PROBABILITIES = ("bn_momentum", "dropout", "block_dropout", "mixup_prob", "cutmix_prob", "label_smoothing", "ema_decay", "val_fraction", "swa_start")
 
 def _check_ranges(c: TrainConfig):
     "Choices, counts, amounts and probabilities in range."
@@ -146,6 +148,9 @@ def _check_rules(c: TrainConfig):
         raise ValueError(f"dropout={c.dropout!r}: model='wrn' has no dropout before its classifier; set block_dropout")
     if c.model != "wrn" and c.block_dropout != _DEFAULTS["block_dropout"]:
         raise ValueError(f"block_dropout={c.block_dropout!r} applies to model='wrn' only; set dropout (before the classifier)")
+    for name in ("zero_init_residual", "bn_momentum"):
+        if c.model == "wrn" and getattr(c, name) != _DEFAULTS[name]:
+            raise ValueError(f"{name}={getattr(c, name)!r} applies to attnresnet and seresnet only; model='wrn' keeps its own")
     if c.model == "wrn" and c.channel_multiple != 1:
         raise ValueError(f"channel_multiple={c.channel_multiple!r}: model='wrn' cannot be padded (its widths are multiples of 16 already); use 1")
     check_mix_probs(c.mixup_prob, c.cutmix_prob)
@@ -253,8 +258,9 @@ def device_name(device: torch.device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 # %% ../nbs/04_config.ipynb #75bd23d7
-MODEL_PARAMETERS = dict(attnresnet=("width", "channel_attention", "spatial_attention", "dropout", "channel_multiple"),
-                        seresnet=("width", "dropout", "channel_multiple"), wrn=("depth", "widen_factor", "block_dropout"))
+MODEL_PARAMETERS = dict(attnresnet=("width", "channel_attention", "spatial_attention", "dropout", "channel_multiple", "zero_init_residual",
+                                    "bn_momentum"),
+                        seresnet=("width", "dropout", "channel_multiple", "zero_init_residual", "bn_momentum"), wrn=("depth", "widen_factor", "block_dropout"))
 
 def model_kwargs(c: TrainConfig, num_classes: int = 10) -> dict:
     "The keyword arguments of `build_model(c.model, ...)` that a config sets."
@@ -366,7 +372,7 @@ AUTHORS_SETTINGS = dict(
     batch_size=128, lr=0.1, lr_schedule="cosine_epoch", warmup_epochs=0.0, momentum=0.9, nesterov=True, weight_decay=5e-4,
     label_smoothing=0.1, grad_clip=1.0, ema_decay=0.999, ema_warmup=False, precision="fp16", tta=False, **AUTHORS_PROTOCOL)
 NOT_IN_AUTHORS_CODE = (  # this study's switches and execution details; the other networks of the ablations
-    "depth", "widen_factor", "block_dropout", "swa", "swa_start", "swa_lr", "full_validation", "recipe", "time_budget",
+    "zero_init_residual", "bn_momentum", "depth", "widen_factor", "block_dropout", "swa", "swa_start", "swa_lr", "full_validation", "recipe", "time_budget",
     "channels_last", "channel_multiple", "compile", "step", "device", "ddp_batch", "sync_bn", "seed", "eval_batch_size", "checkpoint_every",
     "tta_shift", "run_dir", "progress", "log")
 

@@ -47,11 +47,13 @@ class AttentionResNet(nn.Module):
     stage_multipliers, stage_strides = (2, 4, 8, 8), (1, 2, 2, 1)
     def __init__(self, num_classes: int = 10, width: int = PAPER_WIDTH, dropout: float = 0.3,
                  attention: Callable[[int], nn.Module] | None = None, # factory `channels -> module`, per block
-                 blocks_per_stage: int = 2, in_channels: int = 3):
+                 blocks_per_stage: int = 2, in_channels: int = 3,
+                 zero_init_residual: bool = False, # each block's last batch-norm scale starts at 0: the branches start silent
+                 bn_momentum: float = 0.1): # momentum of every batch norm's running statistics (PyTorch's default)
         super().__init__()
         for name, v in [("num_classes", num_classes), ("width", width), ("blocks_per_stage", blocks_per_stage),
                         ("in_channels", in_channels)]: check_positive_int(name, v)
-        check_probability("dropout", dropout)
+        check_probability("dropout", dropout); check_probability("bn_momentum", bn_momentum)
         self.stem = nn.Sequential(conv_bn(in_channels, width), nn.ReLU(inplace=True))
         stages, cin = [], width
         for mult, stride in zip(self.stage_multipliers, self.stage_strides):
@@ -66,6 +68,8 @@ class AttentionResNet(nn.Module):
         self.fc = nn.Linear(cin, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d): nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if isinstance(m, nn.BatchNorm2d): m.momentum = bn_momentum
+            if isinstance(m, ResidualBlock) and zero_init_residual: nn.init.zeros_(m.conv2.bn.weight)
 
     def features(self, x):
         "Feature map before pooling, (B, 8w, H/4, W/4)."
@@ -78,14 +82,14 @@ class EnhancedEfficientResNet(AttentionResNet):
     def __init__(self, num_classes: int = 10, width: int = 31,
                  channel_attention: bool = True, spatial_attention: bool = True, dropout: float = 0.3,
                  reduction: int = 16, hidden_rule: str = "public", gate: str = "public", attention_kernel: int = 7,
-                 blocks_per_stage: int = 2, in_channels: int = 3):
+                 blocks_per_stage: int = 2, in_channels: int = 3, zero_init_residual: bool = False, bn_momentum: float = 0.1):
         for name, v in [("channel_attention", channel_attention), ("spatial_attention", spatial_attention)]:
             if not isinstance(v, bool): raise ValueError(f"{name}={v!r}: expected True or False")
         attention = None
         if channel_attention or spatial_attention:
             attention = partial(DualAttention, channel_attention=channel_attention, spatial_attention=spatial_attention,
                                 reduction=reduction, hidden_rule=hidden_rule, gate=gate, kernel_size=attention_kernel)
-        super().__init__(num_classes, width, dropout, attention, blocks_per_stage, in_channels)
+        super().__init__(num_classes, width, dropout, attention, blocks_per_stage, in_channels, zero_init_residual, bn_momentum)
 
 # %% ../nbs/01_models.ipynb #d8397ad4
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
@@ -140,9 +144,10 @@ def ablation_parameter_table(claims: dict[str, tuple[dict, str]]) -> list[dict]:
 class SEResNet(AttentionResNet):
     "Table 1's backbone with a squeeze-and-excitation gate in every block (section 2.3.2)."
     def __init__(self, num_classes: int = 10, width: int = PAPER_WIDTH, dropout: float = 0.3, reduction: int = 16,
-                 hidden_rule: str = "public", blocks_per_stage: int = 2, in_channels: int = 3):
+                 hidden_rule: str = "public", blocks_per_stage: int = 2, in_channels: int = 3, zero_init_residual: bool = False,
+                 bn_momentum: float = 0.1):
         super().__init__(num_classes, width, dropout, partial(SEBlock, reduction=reduction, hidden_rule=hidden_rule),
-                         blocks_per_stage, in_channels)
+                         blocks_per_stage, in_channels, zero_init_residual, bn_momentum)
 
 # %% ../nbs/01_models.ipynb #d05d235a
 class WideBlock(nn.Module):

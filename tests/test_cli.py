@@ -113,6 +113,8 @@ def test_parameters_cell_is_made_from_the_same_docs():
     (["--channel-multiple", "0"], "channel_multiple=0"),
     (["--model", "wrn", "--channel-multiple", "8"], "channel_multiple=8: model='wrn' cannot be padded"),
     (["--checkpoint-every", "0"], "checkpoint_every=0"),
+    (["--model", "wrn", "--zero-init-residual", "true"], "zero_init_residual=True applies to attnresnet and seresnet only"),
+    (["--bn-momentum", "1.5"], "bn_momentum=1.5"),
 ])
 def test_value_errors_are_one_line_and_leave_nothing(tmp_path, capsys, args, expected):
     t0 = time.perf_counter()

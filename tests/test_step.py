@@ -146,3 +146,10 @@ def test_multi_view_tta_is_reported_beside_the_plain_test():
     p, views = tr.probabilities(model, s.test_x, flips=True, shift=2)
     assert views.shape == (5, len(s.test_x), 10)
     assert results[2]["test_acc_tta"] == accuracy(average_views(p, views), s.test_y)
+
+def test_short_run_network_options_reach_the_trainers_model():
+    "zero_init_residual and bn_momentum (nbs/01_models.ipynb) are built into the model the trainer trains, and its EMA copy."
+    tr = Trainer(config(zero_init_residual=True, bn_momentum=0.2), splits())
+    blocks = [b for s in tr.model.stages for b in s]
+    assert all(b.conv2.bn.weight.abs().sum() == 0 for b in blocks) and len(blocks) == 8
+    assert {m.momentum for m in tr.ema.module.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.2}
