@@ -7,7 +7,7 @@ from __future__ import annotations
 import math, os, shlex, shutil, signal, statistics, subprocess, sys, tempfile, threading, time
 from dataclasses import dataclass
 from pathlib import Path
-from .config import TrainConfig, make_config
+from .config import TrainConfig, make_config, AUTHORS_SETTINGS, AUTHORS_PROTOCOL
 from .runs import RunDir, code_version
 from .models import PARAMETER_BUDGET, PAPER_WIDTH
 from .helpers import markdown_table, check_positive_int
@@ -353,7 +353,6 @@ def write_table(path, title: str, rows: list[dict], headers: dict | None = None,
 # %% ../nbs/07_study.ipynb #8c162e42
 def is_paper_recipe(params: dict) -> bool:
     "Whether a run's recorded parameters are the paper's network and recipe (its length, data, precision and protocol aside)."
-    from attnresnet.config import AUTHORS_SETTINGS, AUTHORS_PROTOCOL
     defaults = TrainConfig()
     if params.get("recipe", "paper") != "paper": return False
     free = {"epochs", "precision", "data", *AUTHORS_PROTOCOL}
