@@ -204,9 +204,8 @@ def build_model(name: str = "attnresnet",
     allowed = set(inspect.signature(MODELS[name]).parameters)
     unknown = sorted(set(kwargs) - allowed)
     if unknown: raise ValueError(f"model={name!r} has no parameter(s) {unknown}; it takes {sorted(allowed)}")
-    check_positive_int("channel_multiple", channel_multiple)
     model = MODELS[name](**kwargs)
-    return pad_channels(model, channel_multiple) if channel_multiple > 1 else model
+    return model if channel_multiple == 1 else pad_channels(model, channel_multiple)
 
 # %% ../nbs/01_models.ipynb #d8056edc
 def pad_tensors(module: nn.Module, shapes: dict[str, tuple], fill: dict[str, float] | None = None) -> nn.Module:
@@ -238,10 +237,10 @@ def pad_batchnorm(bn: nn.BatchNorm2d, n: int) -> nn.BatchNorm2d:
 # %% ../nbs/01_models.ipynb #2fb029ba
 def pad_channels(model: AttentionResNet, multiple: int = 8) -> AttentionResNet:
     "Zero-pad every layer of `model` in place to channel counts that are multiples of `multiple`: the same function."
+    check_positive_int("channel_multiple", multiple)
     if not isinstance(model, AttentionResNet):
         raise ValueError(f"channel_multiple={multiple}: {type(model).__name__} cannot be padded (only the networks of Table 1's "
                          "backbone: attnresnet, seresnet); use channel_multiple=1")
-    check_positive_int("channel_multiple", multiple)
     if getattr(model, "channel_multiple", 1) > 1: raise ValueError("the model's channels are padded already")
     up = lambda n: -(-n // multiple) * multiple
     def pad_conv_bn(m, cin, cout): pad_conv(m.conv, cin, cout); pad_batchnorm(m.bn, cout)

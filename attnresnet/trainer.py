@@ -36,6 +36,7 @@ class Trainer:
                                                                                         split=c.split, split_seed=c.split_seed)
         self.normalization = NORMALIZATIONS.get(c.normalization, (s.mean, s.std))
         self.mean, self.std = (torch.tensor(v, device=self.device) for v in self.normalization)
+        self.val_x, self.val_y = s.val_x.to(self.device), s.val_y.to(self.device)  # the validation split, copied to the device once
         self.model = build_model(c.model, **model_kwargs(c, num_classes=len(s.classes))).to(self.device)
         self.n_parameters = count_parameters(self.model)  # the true count, of a padded model too (`channel_multiple`)
         if c.channels_last: self.model = self.model.to(memory_format=torch.channels_last)
@@ -53,6 +54,7 @@ class Trainer:
         self.step_mode = resolve_step(c.step, self.device, self.precision, d.active, c.drop_last)
         self.graph_step = GraphStep(self) if self.step_mode == "graph" else None  # the whole step on the device (`attnresnet.step`)
         self.epoch, self.steps, self.history, self.best, self.elapsed = 0, 0, [], dict(val_acc=-1.0, epoch=0, weights="raw"), 0.0
+        self._best_state, self._best_saved = None, True  # the best weights, kept on the device until a checkpoint writes them
 
     def _build_optimisation(self):
         "SGD, the learning-rate schedule (and SWA's), the fp16 loss scaler, the EMA and SWA averages."
@@ -168,21 +170,19 @@ class Trainer:
 
     def validation_images(self) -> torch.Tensor:
         "This epoch's validation images: the clean ones, or with `val_augment` the training augmentation drawn afresh for the epoch."
-        c, x = self.config, self.splits.val_x
-        if not c.val_augment or not len(x):
-            if not hasattr(self, "_val_x"): self._val_x = x.to(self.device)  # copied once: the same images every epoch
-            return self._val_x
+        c, x = self.config, self.val_x
+        if not c.val_augment or not len(x): return x
         g = torch.Generator().manual_seed((c.seed + 1) * 1_000_003 + self.epoch)  # the same draw for every candidate, and on resume
         n = c.eval_batch_size
-        return torch.cat([self.augment(x[i:i + n].to(self.device), generator=g) for i in range(0, len(x), n)])
+        return torch.cat([self.augment(x[i:i + n], generator=g) for i in range(0, len(x), n)])
 
     def validate(self) -> dict:
         "Validation accuracy of every candidate, as `val_acc_<name>` (NaN without a validation split): counted on the device, read once."
-        names = list(self.candidates())
-        if not len(self.splits.val_y): return {f"val_acc_{n}": float("nan") for n in names}
-        x, y = self.validation_images(), self.splits.val_y.to(self.device)
-        acc = torch.stack([device_accuracy(self.probabilities(m, x)[0], y) for m in self.candidates().values()])
-        return {f"val_acc_{n}": a for n, a in zip(names, acc.tolist())}  # one wait for the device per epoch
+        candidates = self.candidates()
+        if not len(self.val_y): return {f"val_acc_{n}": float("nan") for n in candidates}
+        x = self.validation_images()
+        acc = torch.stack([device_accuracy(self.probabilities(m, x)[0], self.val_y) for m in candidates.values()])
+        return {f"val_acc_{n}": a for n, a in zip(candidates, acc.tolist())}  # one wait for the device per epoch
 
     def keep_best(self, row: dict):
         "If a candidate's validation accuracy in `row` beats the best so far, make it the best (and write `best.pt`)."
@@ -197,7 +197,7 @@ class Trainer:
 
     def _save_best(self):
         "Write the best weights kept since the last checkpoint to `best.pt` (with a run directory; nothing when none are new)."
-        if self.run is None or getattr(self, "_best_saved", True): return
+        if self.run is None or self._best_saved: return
         self.run.save_checkpoint("best", dict(weights=self.best["weights"], epoch=self.best["epoch"], state_dict=self._best_state))
         self._best_saved = True
 
@@ -316,7 +316,7 @@ class Trainer:
         update_bn((prepare_batch(xb, self.mean, self.std, c.channels_last) for xb, _ in plain), self.swa_model)
         swa = self.swa_model.module
         if len(s.val_y):
-            acc = self.history[-1]["val_acc_swa"] = accuracy(self.probabilities(swa, s.val_x)[0], s.val_y)
+            acc = self.history[-1]["val_acc_swa"] = accuracy(self.probabilities(swa, self.val_x)[0], self.val_y)
             if acc > self.best["val_acc"]: self._set_best("swa", swa, acc)
             if self.run is not None: self.run.write_history(self.history)
         return swa
@@ -353,7 +353,7 @@ class Trainer:
         final_name, final_model = next((k, m) for k, m in reversed(self.candidates().items()))  # the EMA when on, else the raw weights
         same = self.best["epoch"] == self.epoch and self.best["weights"] == final_name  # then the chosen weights are the final ones
         test_final = test["accuracy"] if same or not has_val else accuracy(self.probabilities(final_model, s.test_x)[0], s.test_y)
-        clean_val = (self.best["val_acc"] if not c.val_augment else accuracy(self.probabilities(model, s.val_x)[0], s.val_y)) if has_val else None
+        clean_val = (self.best["val_acc"] if not c.val_augment else accuracy(self.probabilities(model, self.val_x)[0], self.val_y)) if has_val else None
         train_seconds = sum(r["seconds"] for r in self.history)
         metrics = dict(
             **self._run_facts(has_val), chosen_weights=weights, validation_images="augmented afresh each epoch" if c.val_augment else "clean",
