@@ -13,7 +13,7 @@ from .helpers import is_int
 __all__ = ['AUGMENT_PRESETS', 'to_device', 'to_float', 'normalize', 'translation_matrix', 'flip_matrix', 'rotation_matrix',
            'homography', 'warp', 'crop_flip', 'perspective_points', 'perspective_matrices', 'geometry_matrices',
            'random_geometry', 'grayscale', 'rgb_to_hsv', 'hsv_to_rgb', 'color_params', 'apply_color', 'color_jitter',
-           'Augment', 'torchvision_apply', 'soft_targets', 'check_mix_probs', 'mixup', 'cutmix_box', 'cutmix',
+           'cutout', 'Augment', 'torchvision_apply', 'soft_targets', 'check_mix_probs', 'mixup', 'cutmix_box', 'cutmix',
            'mix_batch']
 
 # %% ../nbs/03_augment.ipynb #5801f12d
@@ -218,9 +218,23 @@ def color_jitter(x: torch.Tensor, brightness: float = 0.1, contrast: float = 0.1
     "Batched `ColorJitter` with per-image factors and order (see `color_params`)."
     return apply_color(x, color_params(len(x), brightness, contrast, saturation, hue, random_order, generator))
 
+# %% ../nbs/03_augment.ipynb #3736647b
+def cutout(x: torch.Tensor,  # float images (B, C, H, W)
+           centres: torch.Tensor,  # (B, 2) integer (y, x) centre of each image's square
+           size: int,  # side of the square in pixels
+          ) -> torch.Tensor:
+    "Each image with a `size` x `size` square around its centre (clipped at the borders) set to 0: Cutout, by masks."
+    H, W = x.shape[-2:]
+    top, left = (to_device(centres.long(), x.device) - size // 2).unbind(1)
+    rows, cols = torch.arange(H, device=x.device), torch.arange(W, device=x.device)
+    inside_rows = (rows >= top[:, None]) & (rows < top[:, None] + size)  # (B, H)
+    inside_cols = (cols >= left[:, None]) & (cols < left[:, None] + size)  # (B, W)
+    return x.masked_fill(inside_rows[:, None, :, None] & inside_cols[:, None, None, :], 0.0)
+
 # %% ../nbs/03_augment.ipynb #6c552349
 _AUGMENT_OFF = dict(crop_pad=0, flip=False, rotate=0.0, perspective=0.0, perspective_p=0.5,
-                    brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, color_order="random", resample="torchvision")
+                    brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, color_order="random", resample="torchvision",
+                    cutout=0)
 
 AUGMENT_PRESETS = {
     "none": {},
@@ -246,6 +260,7 @@ def _check_config(c: dict):
     need(0 <= c["hue"] <= 0.5, "hue", "in [0, 0.5]")
     need(c["resample"] in ("torchvision", "single"), "resample", "'torchvision' (step by step, as the authors) or 'single'")
     need(c["color_order"] in ("random", "fixed"), "color_order", "'random' (per image, as ColorJitter) or 'fixed'")
+    need(is_int(c["cutout"]) and 0 <= c["cutout"] < 64, "cutout", "an int in [0, 64): the side of the square in pixels (0: off)")
 
 # %% ../nbs/03_augment.ipynb #fe0f964a
 class Augment:
@@ -276,6 +291,7 @@ class Augment:
                 p["start"], p["end"] = perspective_points(n, c["perspective"], size, c["perspective_p"], generator)
         if c["brightness"] or c["contrast"] or c["saturation"] or c["hue"]:
             p["color"] = color_params(n, c["brightness"], c["contrast"], c["saturation"], c["hue"], c["color_order"] == "random", generator)
+        if c["cutout"]: p["cutout"] = (_rand(n, 2, generator=generator) * torch.tensor(size, dtype=torch.float32)).long()  # (y, x) centres
         return p
 
     def apply(self, x: torch.Tensor, p: dict) -> torch.Tensor:
@@ -289,6 +305,7 @@ class Augment:
         if "color" in p: x = apply_color(x, p["color"])
         if "end" in p and bool((p["end"] != p["start"]).any()):  # the points live on the CPU
             x = warp(x, perspective_matrices(p["start"], p["end"], tuple(x.shape[-2:])), fill="zeros")
+        if "cutout" in p: x = cutout(x, p["cutout"], c["cutout"])
         return x
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -315,6 +332,10 @@ def torchvision_apply(x: torch.Tensor, p: dict, augment: "Augment") -> torch.Ten
         for j in p["color"]["order"][i].tolist() if "color" in p else []: im = fns[j](im, float(p["color"][names[j]][i]))
         if "end" in p and bool((p["end"][i] != p["start"][i]).any()):
             im = TF.perspective(im, p["start"][i].tolist(), p["end"][i].tolist(), interpolation=InterpolationMode.BILINEAR, fill=0)
+        if "cutout" in p:
+            (top, bottom), (left, right) = [(max(int(m) - c["cutout"] // 2, 0), min(int(m) - c["cutout"] // 2 + c["cutout"], n))
+                                            for m, n in zip(p["cutout"][i], (H, W))]
+            im = TF.erase(im, top, left, bottom - top, right - left, torch.tensor(0.0))
         out.append(im)
     return torch.stack(out)
 

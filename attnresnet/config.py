@@ -17,8 +17,8 @@ from .augment import Augment, AUGMENT_PRESETS, check_mix_probs
 __all__ = ['PRECISIONS', 'NORMALIZATIONS', 'LR_SCHEDULES', 'RECIPES', 'SEED_LIMIT', 'MODEL_PARAMETERS', 'AUTHORS_PROTOCOL',
            'FIDELITY_HEADERS', 'AUTHORS_SETTINGS', 'NOT_IN_AUTHORS_CODE', 'TrainConfig', 'validate_config',
            'check_data', 'make_config', 'parameter_docs', 'allowed_values', 'parameters_cell', 'resolve_device',
-           'cpu_has_fast_bf16', 'resolve_precision', 'device_name', 'model_kwargs', 'protocol_differences',
-           'fidelity_table', 'departures']
+           'cpu_has_fast_bf16', 'resolve_precision', 'device_name', 'model_kwargs', 'make_augment',
+           'protocol_differences', 'fidelity_table', 'departures']
 
 # %% ../nbs/04_config.ipynb #94d321f4
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -37,6 +37,7 @@ class TrainConfig:
     dropout: float = 0.3             # attnresnet / seresnet: dropout before the classifier
     zero_init_residual: bool = False # attnresnet / seresnet: each block's last batch-norm scale starts at 0, every residual branch silent (a short-run option; not the paper's)
     bn_momentum: float = 0.1         # attnresnet / seresnet: momentum of the batch norms' running statistics (PyTorch's default 0.1)
+    stem_whitening: bool = False     # attnresnet / seresnet: the stem convolution starts as a whitening of 3x3 training patches, not at random (a short-run option)
     depth: int = 16                  # wrn only: layers (6n + 4)
     widen_factor: int = 4            # wrn only: channel multiplier of every block
     block_dropout: float = 0.3       # wrn only: dropout inside each block (a WideResNet has none before its classifier)
@@ -46,6 +47,9 @@ class TrainConfig:
     train_subset: int = 0            # 0: the whole training split; n: a stratified subset of n images (and validation in proportion)
     full_validation: bool = False    # with train_subset: validate on every held-out image instead of a proportional share
     augment: str = "advanced"        # per-image ops: "none", "basic" (crop + flip), "advanced" (+ rotation, colour, perspective) or "advanced_reflect"
+    crop_pad: int = -1               # the random crop's reflect padding: the most pixels an image is translated each way; -1: the augment preset's (4)
+    cutout: int = 0                  # side in pixels of a black square at a random place in every training image (Cutout); 0: none
+    flip_alternate: bool = False     # mirror each training image in every other epoch (a random half in the first) instead of by a fresh coin each epoch
     normalization: str = "authors"   # "authors" (the authors' code's constants) or "data" (this training split's mean and std)
     mixup_prob: float = 0.3          # per-batch probability of Mixup (independent of `augment`)
     cutmix_prob: float = 0.3         # per-batch probability of CutMix (one draw decides: Mixup, CutMix or neither)
@@ -68,6 +72,9 @@ class TrainConfig:
     momentum: float = 0.9            # SGD's momentum
     nesterov: bool = True            # Nesterov momentum, as the authors' code
     weight_decay: float = 5e-4       # SGD's L2 penalty, on every parameter
+    decoupled_weight_decay: bool = False  # weight_decay is the weights' shrink per step at the schedule's peak, whatever the learning rate (SGD's decay divided by lr)
+    bn_scale_lr: float = 1.0         # the batch norms' scales learn at this multiple of lr; 0 freezes them
+    bn_bias_lr: float = 1.0          # the batch norms' shifts (biases) learn at this multiple of lr
     label_smoothing: float = 0.1     # share of each target spread evenly over the classes
     grad_clip: float = 1.0           # max gradient norm (the paper clips without a value; 1.0 is the authors' code's); 0: off
     ema_decay: float = 0.999         # EMA of the weights (and batch-norm statistics: `ema_buffers`); 0 turns EMA off
@@ -120,7 +127,7 @@ _CHOICES = dict(model=tuple(MODELS), augment=tuple(AUGMENT_PRESETS), precision=P
                 ddp_batch=("global", "per_rank"), split=("stratified", "random"), eval_precision=("run", "fp32"),
                 step=("auto", "graph", "eager"))
 _POSITIVE = ("width", "depth", "widen_factor", "epochs", "batch_size", "eval_batch_size", "channel_multiple", "checkpoint_every")
-_NON_NEGATIVE = ("tta_shift", "train_subset", "seed", "lr", "momentum", "weight_decay", "grad_clip", "swa_lr", "time_budget", "warmup_epochs")
+_NON_NEGATIVE = ("tta_shift", "cutout", "bn_scale_lr", "bn_bias_lr", "train_subset", "seed", "lr", "momentum", "weight_decay", "grad_clip", "swa_lr", "time_budget", "warmup_epochs")
 SEED_LIMIT = 2**63  # seeds of other processes and generators are offsets from `seed`
 _PROBABILITIES = ("bn_momentum", "dropout", "block_dropout", "mixup_prob", "cutmix_prob", "label_smoothing", "ema_decay", "val_fraction", "swa_start")
 
@@ -148,12 +155,19 @@ def _check_rules(c: TrainConfig):
         raise ValueError(f"dropout={c.dropout!r}: model='wrn' has no dropout before its classifier; set block_dropout")
     if c.model != "wrn" and c.block_dropout != _DEFAULTS["block_dropout"]:
         raise ValueError(f"block_dropout={c.block_dropout!r} applies to model='wrn' only; set dropout (before the classifier)")
-    for name in ("zero_init_residual", "bn_momentum"):
+    for name in ("zero_init_residual", "bn_momentum", "stem_whitening"):
         if c.model == "wrn" and getattr(c, name) != _DEFAULTS[name]:
             raise ValueError(f"{name}={getattr(c, name)!r} applies to attnresnet and seresnet only; model='wrn' keeps its own")
     if c.model == "wrn" and c.channel_multiple != 1:
         raise ValueError(f"channel_multiple={c.channel_multiple!r}: model='wrn' cannot be padded (its widths are multiples of 16 already); use 1")
     check_mix_probs(c.mixup_prob, c.cutmix_prob)
+    if not -1 <= c.crop_pad < 16: raise ValueError(f"crop_pad={c.crop_pad}: -1 (the augment preset's) or a padding of 0-15 pixels")
+    if c.cutout >= 64: raise ValueError(f"cutout={c.cutout}: the square's side must be less than 64 pixels (0: no cutout)")
+    if c.flip_alternate and not AUGMENT_PRESETS[c.augment].get("flip"):
+        raise ValueError(f"flip_alternate=True alternates the flips of augment={c.augment!r}, which has none; use augment='basic' or 'advanced'")
+    if c.flip_alternate and c.val_augment:
+        raise ValueError("flip_alternate=True mirrors the training images by epoch, which val_augment=True cannot repeat on validation images; set one of them")
+    if c.decoupled_weight_decay and c.lr == 0: raise ValueError("decoupled_weight_decay=True divides weight_decay by lr: lr must be more than 0")
     if c.tta_shift and not c.tta: raise ValueError(f"tta_shift={c.tta_shift}: the shifted views are test-time augmentation; set tta=True too")
     if c.warmup_epochs >= c.epochs: raise ValueError(f"warmup_epochs={c.warmup_epochs}: must be less than epochs={c.epochs}")
     if c.nesterov and c.momentum == 0: raise ValueError("nesterov=True needs momentum > 0 (SGD's rule)")
@@ -266,6 +280,12 @@ def model_kwargs(c: TrainConfig, num_classes: int = 10) -> dict:
     "The keyword arguments of `build_model(c.model, ...)` that a config sets."
     return dict(num_classes=num_classes, **{n: getattr(c, n) for n in MODEL_PARAMETERS[c.model]})
 
+# %% ../nbs/04_config.ipynb #8eee27d1
+def make_augment(c: TrainConfig) -> Augment:
+    "The per-image training augmentation of `c`: its preset with `crop_pad` and `cutout`, and without flips under `flip_alternate`."
+    overrides = dict(cutout=c.cutout, **({"crop_pad": c.crop_pad} if c.crop_pad >= 0 else {}), **({"flip": False} if c.flip_alternate else {}))
+    return Augment(c.augment, **overrides)
+
 # %% ../nbs/04_config.ipynb #71b64115
 AUTHORS_PROTOCOL = dict(split="random", split_seed=42, val_augment=True, ema_buffers=False, eval_precision="fp32", drop_last=False)
 
@@ -276,18 +296,21 @@ def protocol_differences(c: TrainConfig) -> list[str]:
 # %% ../nbs/04_config.ipynb #008c61aa
 def _augmentation_rows(c: TrainConfig, row) -> list[dict]:
     "Fidelity rows of the per-image augmentation and its order."
-    a = Augment(c.augment).config
+    a = make_augment(c).config
     stepwise = a["resample"] == "torchvision"
     return [
         row("crop", "random crop", "`RandomCrop(32, padding=4, padding_mode='reflect')`",
-            f"{a['crop_pad']}-pixel reflect-padded crop" if a["crop_pad"] else "none", fields=("augment",)),
-        row("flip", "horizontal flip", "`RandomHorizontalFlip()`", "horizontal, p 0.5" if a["flip"] else "none", fields=("augment",)),
+            f"{a['crop_pad']}-pixel reflect-padded crop" if a["crop_pad"] else "none", "`crop_pad=N`", fields=("augment", "crop_pad")),
+        row("flip", "horizontal flip", "`RandomHorizontalFlip()`",
+            "horizontal, p 0.5" if a["flip"] else "each image mirrored every other epoch (a random half first)" if c.flip_alternate else "none",
+            "`flip_alternate=True`", fields=("augment", "flip_alternate")),
         row("rotation", "rotation", "`RandomRotation(15)`: nearest, corners 0",
             f"±{a['rotate']:g}°, " + ("nearest, corners 0" if stepwise else "bilinear, reflected corners"), "`augment='advanced_reflect'`"),
         row("colour jitter", "colour jitter", "`ColorJitter(0.1, 0.1, 0.1, 0.02)`",
             f"({a['brightness']:g}, {a['contrast']:g}, {a['saturation']:g}, {a['hue']:g}), {a['color_order']} order", "`augment='advanced_reflect'`"),
         row("perspective", "perspective", "`RandomPerspective(0.1, p=0.5)`: bilinear, fill 0",
             f"{a['perspective']:g}, p {a['perspective_p']:g}, " + ("bilinear, fill 0" if stepwise else "continuous, one resampling"), "`augment='advanced_reflect'`"),
+        row("cutout", "-", "-", f"a {a['cutout']}-pixel black square per image" if a["cutout"] else "none", "`cutout=N`", fields=("cutout",)),
         row("order", "-", "crop, flip, rotation, colour, perspective, normalise",
             "crop, flip, rotation, colour, perspective, normalise" if stepwise else "one resampling for all geometry, then colour"),
     ]
@@ -372,7 +395,8 @@ AUTHORS_SETTINGS = dict(
     batch_size=128, lr=0.1, lr_schedule="cosine_epoch", warmup_epochs=0.0, momentum=0.9, nesterov=True, weight_decay=5e-4,
     label_smoothing=0.1, grad_clip=1.0, ema_decay=0.999, ema_warmup=False, precision="fp16", tta=False, **AUTHORS_PROTOCOL)
 NOT_IN_AUTHORS_CODE = (  # this study's switches and execution details; the other networks of the ablations
-    "zero_init_residual", "bn_momentum", "depth", "widen_factor", "block_dropout", "swa", "swa_start", "swa_lr", "full_validation", "recipe", "time_budget",
+    "zero_init_residual", "bn_momentum", "stem_whitening", "crop_pad", "cutout", "flip_alternate", "decoupled_weight_decay", "bn_scale_lr",
+    "bn_bias_lr", "depth", "widen_factor", "block_dropout", "swa", "swa_start", "swa_lr", "full_validation", "recipe", "time_budget",
     "channels_last", "channel_multiple", "compile", "step", "device", "ddp_batch", "sync_bn", "seed", "eval_batch_size", "checkpoint_every",
     "tta_shift", "run_dir", "progress", "log")
 

@@ -18,7 +18,8 @@ from .helpers import check_positive_int, check_probability
 __all__ = ['PAPER_WIDTH', 'TABLE1_HEADERS', 'PARAMETER_BUDGET', 'MODELS', 'conv_bn', 'ResidualBlock', 'AttentionResNet',
            'EnhancedEfficientResNet', 'count_parameters', 'architecture_table', 'module_names',
            'ablation_parameter_table', 'SEResNet', 'WideBlock', 'check_wrn_depth', 'WideResNet', 'build_model',
-           'pad_tensors', 'pad_conv', 'pad_batchnorm', 'pad_channels', 'padding_size', 'unpad_channels']
+           'pad_tensors', 'pad_conv', 'pad_batchnorm', 'pad_channels', 'padding_size', 'unpad_channels',
+           'patch_whitening', 'whiten_stem']
 
 # %% ../nbs/01_models.ipynb #c53a6e58
 def conv_bn(cin: int, cout: int, kernel_size: int = 3, stride: int = 1) -> nn.Sequential:
@@ -287,4 +288,32 @@ def unpad_channels(model: nn.Module) -> nn.Module:
         if isinstance(m, SpatialAttention): m.channels = None
         m.__dict__.pop("true_shapes", None)
     del model.channel_multiple
+    return model
+
+# %% ../nbs/01_models.ipynb #fdb99af5
+def patch_whitening(images: torch.Tensor,  # float images (N, C, H, W), normalised as the network sees them
+                    out_channels: int,  # filters wanted: at most two per patch dimension (C * k * k)
+                    kernel_size: int = 3,
+                    eps: float = 1e-2,  # added to every eigenvalue before its square root
+                   ) -> torch.Tensor:
+    "Convolution weights (out_channels, C, k, k) that whiten the images' k x k patches: eigenvector / sqrt(eigenvalue + eps), then its negative, largest first."
+    C, dim = images.shape[1], images.shape[1] * kernel_size ** 2
+    check_positive_int("out_channels", out_channels)
+    if out_channels > 2 * dim: raise ValueError(f"out_channels={out_channels}: {kernel_size}x{kernel_size} patches of {C} channels give at most {2 * dim} filters")
+    total, outer, n = torch.zeros(dim, dtype=torch.float64), torch.zeros(dim, dim, dtype=torch.float64), 0
+    for chunk in images.split(256):  # the patches of a few hundred images at a time: (patches, dim) in float64
+        p = F.unfold(chunk.double(), kernel_size).transpose(1, 2).reshape(-1, dim)
+        total += p.sum(0); outer += p.T @ p; n += len(p)
+    mean = total / n
+    values, vectors = torch.linalg.eigh(outer / n - torch.outer(mean, mean))  # eigenvalues ascending
+    filters = (vectors / (values.clamp_min(0) + eps).sqrt()).T.flip(0)  # row i: the i-th largest direction, scaled
+    return torch.stack([filters, -filters], 1).reshape(2 * dim, dim)[:out_channels].reshape(out_channels, C, kernel_size, kernel_size).float()
+
+# %% ../nbs/01_models.ipynb #c329c0fc
+def whiten_stem(model: AttentionResNet, images: torch.Tensor, eps: float = 1e-2) -> AttentionResNet:
+    "Start the stem convolution's true filters as `patch_whitening` of `images` (two per patch dimension at most; any others keep their initialisation)."
+    conv = model.stem[0].conv
+    out_true, cin = getattr(conv, "true_shapes", {}).get("weight", conv.weight.shape)[:2]
+    n = min(out_true, 2 * cin * conv.kernel_size[0] * conv.kernel_size[1])
+    with torch.no_grad(): conv.weight[:n, :cin] = patch_whitening(images, n, conv.kernel_size[0], eps).to(conv.weight)
     return model

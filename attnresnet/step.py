@@ -11,7 +11,7 @@ from torch import nn
 import torch.nn.functional as F
 from torch.optim.sgd import sgd as functional_sgd
 from torch.utils._python_dispatch import TorchDispatchMode
-from .augment import Augment, crop_flip, warp, rotation_matrix, perspective_matrices, grayscale, to_float
+from .augment import Augment, crop_flip, cutout, warp, rotation_matrix, perspective_matrices, grayscale, to_float
 from .augment import _blend, _hue, _rand, _beta, _perm, cutmix_box, check_mix_probs  # the pieces `mix_batch`, `apply_color` use
 from .config import _CHOICES, device_name
 from .runs import RunDir
@@ -88,6 +88,7 @@ def draw_augment(augment: Augment, n: int, size=(32, 32), generator: torch.Gener
     if "end" in p:
         out["perspective"] = perspective_matrices(p["start"], p["end"], size)
         out["perspective_any"] = (p["end"] != p["start"]).any()  # `apply` warps the whole batch when any image moves
+    if "cutout" in p: out["cutout"] = p["cutout"]
     return out
 
 def apply_augment(x: torch.Tensor, p: dict, augment: Augment) -> torch.Tensor:
@@ -107,6 +108,7 @@ def apply_augment(x: torch.Tensor, p: dict, augment: Augment) -> torch.Tensor:
         for k in range(4):
             for j in used: x = torch.where(order[:, k] == j, ops[j](x), x)
     if "perspective" in p: x = torch.where(p["perspective_any"], warp(x, p["perspective"], fill="zeros"), x)
+    if "cutout" in p: x = cutout(x, p["cutout"], c["cutout"])
     return x
 
 # %% ../nbs/12_step.ipynb #87e1d1e1
@@ -146,10 +148,7 @@ class GraphStep:
         self.capture = self.device.type == "cuda" if capture is None else capture
         self.steps, self.batch = len(tr.loader), tr.batch
         self.num_classes = len(tr.splits.classes)
-        self.params = [p for p in tr.model.parameters()]
-        group = tr.optimizer.param_groups[0]
-        if len(tr.optimizer.param_groups) != 1: raise ValueError("GraphStep expects the Trainer's single parameter group")
-        self.group = group
+        self.params = list(tr.model.parameters())  # in the model's order, as `clip_gradients` takes them
         z = lambda *s, dtype=torch.float32: torch.zeros(*s, dtype=dtype, device=self.device)
         self.k = z((), dtype=torch.long)  # the step within the epoch, advanced on the device
         self.loss_sum, self.correct_sum, self.loss, self.correct = z(()), z(()), z(()), z((), dtype=torch.long)
@@ -177,10 +176,10 @@ class GraphStep:
         t["batch"] = batches
         s0 = tr.steps
         if tr.epoch < tr.swa_epoch:  # the schedule steps after every optimiser step; SWA's keeps the lr constant within an epoch
-            last = tr.scheduler.last_epoch
-            lrs = [tr.scheduler.base_lrs[0] * tr.scheduler.lr_lambdas[0](last + i) for i in range(self.steps)]
-        else: lrs = [self.group["lr"]] * self.steps
-        t["lr"], self.lr_host = torch.tensor(lrs, dtype=torch.float32), lrs
+            s = tr.scheduler
+            lrs = [[base * f(s.last_epoch + i) for base, f in zip(s.base_lrs, s.lr_lambdas)] for i in range(self.steps)]
+        else: lrs = [[g["lr"] for g in tr.optimizer.param_groups]] * self.steps
+        t["lr"], self.lr_host = torch.tensor(lrs, dtype=torch.float32), lrs  # (steps, parameter groups)
         if tr.ema is not None:
             t["ema_weight"] = torch.tensor([1 - ema_decay_at(s0 + i, c.ema_decay, c.ema_warmup) for i in range(self.steps)],
                                            dtype=torch.float32)
@@ -204,6 +203,7 @@ class GraphStep:
             cur = st.setdefault(p, {}).get("momentum_buffer")
             if cur is not None and cur is not b: b.copy_(cur)
             st[p]["momentum_buffer"] = b
+        self.group_bufs = [[st[p]["momentum_buffer"] for p in g["params"]] for g in self.tr.optimizer.param_groups]
 
     def step_eager(self):
         "One training step from the tables at step `k`: device work only (run as it is on a CPU, captured on a GPU)."
@@ -222,13 +222,14 @@ class GraphStep:
         tr.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if c.grad_clip > 0: nn.utils.clip_grad_norm_(self.params, c.grad_clip)  # foreach on GPUs, as in train_step
-        g = self.group
-        # torch's SGD; on a GPU its fused kernel, the one that takes the learning rate as a device tensor without reading it
-        lr, fused = (p["lr"], True) if self.device.type == "cuda" else (self.lr_host[self.i], False)
+        fused = self.device.type == "cuda"
         with torch.no_grad():
-            functional_sgd(self.params, [q.grad for q in self.params], self.bufs, fused=fused, foreach=False, lr=lr,
-                           weight_decay=g["weight_decay"], momentum=g["momentum"], dampening=g["dampening"],
-                           nesterov=g["nesterov"], maximize=g["maximize"])
+            for k, (g, bufs) in enumerate(zip(tr.optimizer.param_groups, self.group_bufs)):  # per parameter group, as `SGD.step`
+                # torch's SGD; on a GPU its fused kernel, the one that takes the learning rate as a device tensor without reading it
+                lr = p["lr"][k] if fused else self.lr_host[self.i][k]
+                functional_sgd(g["params"], [q.grad for q in g["params"]], bufs, fused=fused, foreach=False, lr=lr,
+                               weight_decay=g["weight_decay"], momentum=g["momentum"], dampening=g["dampening"],
+                               nesterov=g["nesterov"], maximize=g["maximize"])
             if tr.ema is not None:
                 torch._foreach_lerp_([e for e, _ in self.ema_floats], [m for _, m in self.ema_floats], [p["ema_weight"]] * len(self.ema_floats))
                 for e, m in self.ema_ints: e.copy_(m)

@@ -11,10 +11,10 @@ from torch import nn
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, SWALR, update_bn
-from .models import build_model, count_parameters
+from .models import build_model, count_parameters, whiten_stem
 from .splits import load_splits, DeviceLoader
-from .augment import Augment, mix_batch, soft_targets
-from .config import TrainConfig, NORMALIZATIONS, model_kwargs, resolve_device, resolve_precision, device_name
+from .augment import mix_batch, soft_targets, normalize, to_float
+from .config import TrainConfig, NORMALIZATIONS, make_augment, model_kwargs, resolve_device, resolve_precision, device_name
 from .runs import RunDir, RunRefused, environment
 from .evaluate import (autocast, prepare_batch, predict_views, average_views, evaluation_precision, accuracy,
                                  device_accuracy, classification_metrics, authors_measure)
@@ -22,7 +22,21 @@ from .schedules import LRSchedule, ema_update, ema_decay_at
 from .distributed import Distributed, rank_batch, check_batch, sync_batchnorm
 
 # %% auto #0
-__all__ = ['Trainer', 'TrainingDiverged', 'check_fits']
+__all__ = ['WHITENING_IMAGES', 'parameter_groups', 'Trainer', 'TrainingDiverged', 'check_fits']
+
+# %% ../nbs/06_train.ipynb #24599451
+WHITENING_IMAGES = 5000  # training images whose patches start the stem's filters under `stem_whitening`
+
+def parameter_groups(model: nn.Module, c: TrainConfig, lr: float) -> list[dict]:
+    "SGD's parameter groups for `c` at learning rate `lr`: one, or the batch norms' scales and shifts apart (`bn_scale_lr`, `bn_bias_lr`)."
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine]
+    apart = c.bn_scale_lr != 1 or c.bn_bias_lr != 1
+    scales, shifts = ({id(m.weight) for m in norms}, {id(m.bias) for m in norms}) if apart else (set(), set())
+    params = list(model.parameters())
+    kinds = [(1.0, [p for p in params if id(p) not in scales | shifts]), (c.bn_scale_lr, [p for p in params if id(p) in scales]),
+             (c.bn_bias_lr, [p for p in params if id(p) in shifts])]
+    decay = lambda rate: (c.weight_decay / rate if rate > 0 else 0.0) if c.decoupled_weight_decay else c.weight_decay
+    return [dict(params=ps, lr=lr * m, lr_multiple=m, weight_decay=decay(lr * m)) for m, ps in kinds if ps]
 
 # %% ../nbs/06_train.ipynb #09acab90
 class Trainer:
@@ -38,6 +52,7 @@ class Trainer:
         self.mean, self.std = (torch.tensor(v, device=self.device) for v in self.normalization)
         self.val_x, self.val_y = s.val_x.to(self.device), s.val_y.to(self.device)  # the validation split, copied to the device once
         self.model = build_model(c.model, **model_kwargs(c, num_classes=len(s.classes))).to(self.device)
+        if c.stem_whitening: whiten_stem(self.model, normalize(to_float(s.train_x[:WHITENING_IMAGES]), *self.normalization))
         self.n_parameters = count_parameters(self.model)  # the true count, of a padded model too (`channel_multiple`)
         if c.channels_last: self.model = self.model.to(memory_format=torch.channels_last)
         if d.rank: torch.manual_seed(c.seed + 1000 * d.rank)  # dropout: each process its own stream (rank 0 keeps one process's)
@@ -46,7 +61,10 @@ class Trainer:
         self.loader = DeviceLoader(s.train_x, s.train_y, self.batch, shuffle=True, drop_last=c.drop_last, device=self.device, seed=c.seed,
                                    rank=d.rank, world_size=d.world_size)
         if len(self.loader) == 0: raise ValueError(f"batch_size={c.batch_size} is larger than the {len(s.train_x)} training images")
-        self.augment = Augment(c.augment)
+        self.augment = make_augment(c)
+        if c.flip_alternate:  # `mirror_epoch` rewrites the loader's images in place: a copy of them, so the split's stay as they are
+            self._unmirrored, self.loader.x = self.loader.x, self.loader.x.clone()
+            self._mirrored_first = (torch.rand(len(self.loader.x), generator=torch.Generator().manual_seed(c.seed + 2)) < 0.5).to(self.device)
         self.aug_generator = torch.Generator().manual_seed(c.seed + 1 + 1000 * d.rank)
         self._build_optimisation()
         self.train_model = self._training_module()
@@ -59,12 +77,12 @@ class Trainer:
     def _build_optimisation(self):
         "SGD, the learning-rate schedule (and SWA's), the fp16 loss scaler, the EMA and SWA averages."
         c = self.config
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=c.lr * self.lr_scale, momentum=c.momentum, weight_decay=c.weight_decay,
-                                         nesterov=c.nesterov)
+        groups = parameter_groups(self.model, c, c.lr * self.lr_scale)
+        self.optimizer = torch.optim.SGD(groups, lr=c.lr * self.lr_scale, momentum=c.momentum, weight_decay=c.weight_decay, nesterov=c.nesterov)
         self.planned_epochs = c.epochs  # with a time budget, `plan_epochs` lowers it after the first epochs
         self.lr_schedule = LRSchedule(len(self.loader), self.swa_epoch, c.lr_schedule, c.warmup_epochs)  # told of a new plan
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_schedule)
-        self.swa_scheduler = SWALR(self.optimizer, swa_lr=c.swa_lr * self.lr_scale, anneal_epochs=1) if c.swa else None
+        self.swa_scheduler = SWALR(self.optimizer, swa_lr=[c.swa_lr * self.lr_scale * g["lr_multiple"] for g in groups], anneal_epochs=1) if c.swa else None
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         # averages are built from the uncompiled module; BN statistics averaged too unless ema_buffers=False (then the live model's)
         self.ema = AveragedModel(self.model, use_buffers=c.ema_buffers) if c.ema_decay > 0 else None  # updated by `ema_update`
@@ -128,9 +146,15 @@ class Trainer:
         c = self.config
         if self.ema is not None: ema_update(self.ema, self.model, ema_decay_at(self.steps, c.ema_decay, c.ema_warmup))
 
+    def mirror_epoch(self):
+        "With `flip_alternate`: the training images as this epoch sees them, each mirrored in every other epoch (a fixed random half in the first)."
+        mirrored = self._mirrored_first ^ bool(self.epoch % 2)
+        self.loader.x.copy_(torch.where(mirrored.view(-1, 1, 1, 1), self._unmirrored.flip(-1), self._unmirrored))
+
     def train_epoch(self, progress=None) -> dict:
         "Train one epoch; returns mean loss, accuracy on the (augmented) batches, final learning rate, images/s, seconds (`self.nonfinite`: where the loss stopped being finite, else None)."
         self.train_model.train()
+        if self.config.flip_alternate: self.mirror_epoch()
         zero = lambda: torch.zeros((), device=self.device)
         t0, total, correct, n_img = time.perf_counter(), zero(), zero(), 0
         nonfinite, clean = zero(), zero()  # non-finite losses, and steps before the first of them: device-side, no wait

@@ -115,6 +115,13 @@ def test_parameters_cell_is_made_from_the_same_docs():
     (["--checkpoint-every", "0"], "checkpoint_every=0"),
     (["--model", "wrn", "--zero-init-residual", "true"], "zero_init_residual=True applies to attnresnet and seresnet only"),
     (["--bn-momentum", "1.5"], "bn_momentum=1.5"),
+    (["--model", "wrn", "--stem-whitening", "true"], "stem_whitening=True applies to attnresnet and seresnet only"),
+    (["--crop-pad", "16"], "crop_pad=16: -1 (the augment preset's) or a padding of 0-15 pixels"),
+    (["--cutout", "64"], "cutout=64"),
+    (["--augment", "none", "--flip-alternate", "true"], "flip_alternate=True alternates the flips of augment='none'"),
+    (["--flip-alternate", "true", "--val-augment", "true"], "flip_alternate=True mirrors the training images by epoch"),
+    (["--decoupled-weight-decay", "true", "--lr", "0"], "decoupled_weight_decay=True divides weight_decay by lr"),
+    (["--bn-bias-lr", "-1"], "bn_bias_lr=-1"),
 ])
 def test_value_errors_are_one_line_and_leave_nothing(tmp_path, capsys, args, expected):
     t0 = time.perf_counter()

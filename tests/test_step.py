@@ -153,3 +153,40 @@ def test_short_run_network_options_reach_the_trainers_model():
     blocks = [b for s in tr.model.stages for b in s]
     assert all(b.conv2.bn.weight.abs().sum() == 0 for b in blocks) and len(blocks) == 8
     assert {m.momentum for m in tr.ema.module.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.2}
+
+SHORT_RUN_OPTIONS = {
+    "augment-and-optimiser": dict(augment="basic", crop_pad=2, cutout=8, flip_alternate=True, bn_scale_lr=0.0, bn_bias_lr=8.0,
+                                  decoupled_weight_decay=True, weight_decay=5e-5, stem_whitening=True),
+    "swa-with-groups": dict(bn_bias_lr=4.0, swa=True, swa_start=0.5, swa_lr=0.05, cutout=6),
+}
+
+@pytest.mark.parametrize("options", list(SHORT_RUN_OPTIONS.values()), ids=list(SHORT_RUN_OPTIONS))
+def test_short_run_options_in_the_graph_step_and_across_a_resume(options):
+    """The fast recipe's options (cutout, translation, alternating flips, batch-norm learning rates, decoupled decay, whitened
+    stem; with SWA's per-group rates): the graph-ready step resumed after 1 of 2 epochs gives the unbroken eager run's
+    history, weights and momentum bit for bit."""
+    s = splits()
+    eager = Trainer(config(step="eager", epochs=2, **options), s)
+    while not eager.done: eager.run_epoch()
+    first = Trainer(config(step="graph", epochs=2, **options), s)
+    first.run_epoch()
+    state = first.state_dict()
+    resumed = Trainer(config(step="graph", epochs=2, **options), s)
+    resumed.load_state_dict(state)
+    while not resumed.done: resumed.run_epoch()
+    assert history(resumed) == history(eager) and len(eager.optimizer.param_groups) > 1
+    assert same_tensors(resumed.model.state_dict(), eager.model.state_dict())
+    for p, q in zip(eager.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(eager.optimizer.state[p]["momentum_buffer"], resumed.optimizer.state[q]["momentum_buffer"])
+    if options.get("swa"): assert same_tensors(resumed.swa_model.state_dict(), eager.swa_model.state_dict())
+
+def test_whitened_stem_and_frozen_scales_reach_the_run():
+    "stem_whitening starts the stem from the training patches (not the seed's random filters); bn_scale_lr=0 keeps every scale at 1."
+    s = splits()
+    plain, white = Trainer(config(), s), Trainer(config(stem_whitening=True, bn_scale_lr=0.0), s)
+    w, w0 = white.model.stem[0].conv.weight, plain.model.stem[0].conv.weight
+    assert not torch.equal(w, w0) and torch.equal(w[1], -w[0])
+    white.run_epoch()
+    norms = [m for m in white.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in norms)
+    assert not all(torch.equal(m.bias, torch.zeros_like(m.bias)) for m in norms)  # the shifts still learn
