@@ -10,14 +10,15 @@ from pathlib import Path
 from .config import TrainConfig, make_config, AUTHORS_SETTINGS, AUTHORS_PROTOCOL
 from .runs import RunDir, code_version
 from .models import PARAMETER_BUDGET, PAPER_WIDTH
-from .helpers import markdown_table, check_positive_int
+from .helpers import markdown_table, check_positive_int, check_names
 from .data import REPO_DIR
 
 # %% auto #0
-__all__ = ['ABLATIONS', 'ABLATION_NAMES', 'RUNNERS', 'ABLATION_HEADERS', 'PAPER_TABLE2', 'Ablation', 'claims_table', 'Run',
-           'ablation_runs', 'run_command', 'grid_command', 'write_commands', 'run_grid', 'collect_results',
-           'diverged_runs', 't_quantile', 'describe', 'mean_std', 'ablation_table', 'scale_note',
-           'specifications_table', 'per_class_table', 'write_table', 'is_paper_recipe', 'longest_run', 'run_note']
+__all__ = ['ABLATIONS', 'ABLATION_NAMES', 'RUNNERS', 'ABLATION_HEADERS', 'PAPER_TABLE2', 'SWEEP_AXES', 'SWEEP_HEADERS',
+           'Ablation', 'claims_table', 'Run', 'ablation_runs', 'run_command', 'grid_command', 'write_commands',
+           'run_grid', 'collect_results', 'diverged_runs', 't_quantile', 'describe', 'mean_std', 'ablation_table',
+           'scale_note', 'specifications_table', 'per_class_table', 'write_table', 'is_paper_recipe', 'longest_run',
+           'run_note', 'sweep_runs', 'sweep_table', 'write_sweep_table', 'run_sweep']
 
 # %% ../nbs/07_study.ipynb #7662ea23
 @dataclass(frozen=True)
@@ -379,3 +380,62 @@ def run_note(run: RunDir) -> str:
     return (f"{'/'.join(run.path.parts[-2:])}: {len(history)} epochs{'' if run.finished else ' (unfinished)'}; {record['splits']['train']:,} training "
             f"images of {record['data_source']}; width {p['width']}; {env.get('device_name', env.get('device'))}, {record['precision']}; "
             f"seed {p['seed']}; code {code_version(env)}")
+
+# %% ../nbs/07_study.ipynb #9bb5c646
+SWEEP_AXES = dict(lr=(0.1, 0.2, 0.4), weight_decay=(2.5e-4, 5e-4, 1e-3), batch_size=(128, 256, 512), epochs=(20, 30, 40))
+
+def _setting(name: str, value) -> str:
+    "A run's folder name for one changed setting: `lr=0.4`, `batch_size=512`."
+    return f"{name}={value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else f"{name}={value}"
+
+def sweep_runs(runs_dir="runs/sweep", time_budget: float = 120.0, seeds: int = 1, data: str = "cifar10", recipe: str = "fast",
+               axes: dict | None = None, **extra) -> list[Run]:
+    "One factor at a time around `recipe` (`base`, then each value in `axes` that differs from it), `time_budget` training seconds a run; seed-major."
+    axes = SWEEP_AXES if axes is None else axes
+    check_positive_int("seeds", seeds)
+    if not time_budget > 0: raise ValueError(f"time_budget={time_budget!r}: a sweep compares settings at a fixed number of training seconds; give one > 0")
+    common = dict(recipe=recipe, time_budget=time_budget, data=str(data), **extra)
+    base = make_config(common)
+    check_names(axes, TrainConfig.__dataclass_fields__, "sweep axis (a training parameter)")
+    settings = [("base", {})] + [(_setting(k, v), {k: v}) for k, values in axes.items() for v in values if v != getattr(base, k)]
+    runs = []
+    for seed in range(seeds):
+        for name, change in settings:
+            params = {**common, "seed": seed, **change, "run_dir": str(Path(runs_dir) / name / f"seed{seed}"), "progress": False}
+            make_config(params)  # every run is valid before the first one starts
+            runs.append(Run(name, seed, params))
+    return runs
+
+# %% ../nbs/07_study.ipynb #90051fe8
+SWEEP_HEADERS = dict(setting="Setting (vs the recipe)", n="n (seeds)", epochs="Epochs in the budget", train_s="Training s (mean)",
+                     val_acc="Val acc (%)", test_acc="Test acc (%)", test_acc_tta="Test acc, TTA (%)", delta_test="Δ test vs base")
+
+def sweep_table(results: list[dict]) -> list[dict]:
+    "Rows of the sweep, `base` first: n, epochs that fit the budget, training seconds, validation and test accuracy (mean ± SD, n), Δ test vs `base`."
+    by = {}
+    for r in results: by.setdefault(r["name"], []).append(r)
+    base_test = _mean([r["metrics"]["test_acc"] for r in by.get("base", [])])
+    rows = []
+    for name in sorted(by, key=lambda n: (n != "base", n)):
+        rs, m = by[name], [r["metrics"] for r in by[name]]
+        test = [x["test_acc"] for x in m]
+        rows.append(dict(setting=name, n=len(rs), epochs=", ".join(sorted({str(x["epochs"]) for x in m}, key=int)),
+                         train_s=f"{_mean([x['train_time_s'] for x in m]):.0f}", val_acc=mean_std([x["best_val_acc"] for x in m]),
+                         test_acc=mean_std(test), test_acc_tta=mean_std([x.get("test_acc_tta") for x in m]),
+                         delta_test="-" if name == "base" or base_test is None else f"{100 * (_mean(test) - base_test):+.2f}"))
+    if all(r["test_acc_tta"] == "-" for r in rows):
+        for r in rows: del r["test_acc_tta"]
+    return rows
+
+def write_sweep_table(runs_dir) -> Path:
+    "`sweep.md` in `runs_dir`: `sweep_table` of every finished run there, with the budget and the scale beneath."
+    results = collect_results(runs_dir)
+    budgets = ", ".join(sorted({f"{r['params']['time_budget']:g}" for r in results}))
+    return write_table(Path(runs_dir) / "sweep.md", "The fast recipe, one setting at a time", sweep_table(results), SWEEP_HEADERS,
+                       f"{budgets} s of training a run (time_budget); " + scale_note(results))
+
+def run_sweep(runs_dir, time_budget: float = 120.0, seeds: int = 1, data: str = "cifar10", runner: str = "python",
+              time_limit: float | None = None, log=print, **extra) -> Path:
+    "Run the sweep's unfinished runs (`run_grid`) while they fit in `time_limit` seconds, then write `sweep.md`; returns its path."
+    run_grid(sweep_runs(runs_dir, time_budget, seeds, data, **extra), runner, time_limit=time_limit, log=log)
+    return write_sweep_table(runs_dir)

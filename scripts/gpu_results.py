@@ -2,6 +2,8 @@
 print the summary the README's "Results on a GPU" section is written from. Ablation-grid runs (grid-<E>ep/) are added
 to results/gpu/grid-<E>ep/ instead, beside the runs of that budget from earlier sessions, and the grid's figures and
 tables (grid-<E>ep/figures/) become figures/, the set the README shows (the set they replace stays beside its runs).
+The fast recipe's sweep (sweep-<S>s/) grows the same way in results/gpu/sweep-<S>s/, whose sweep.md is rewritten from
+all of its runs.
 
     python scripts/gpu_results.py gpu-results.tar.gz [--dest results/gpu] [--figures figures]
 """
@@ -14,6 +16,9 @@ from attnresnet.runs import RunDir  # noqa: E402
 from attnresnet.figures import save_figure  # noqa: E402
 from attnresnet.charts import plot_history  # noqa: E402
 from attnresnet.reference import load_reference  # noqa: E402
+from attnresnet.study import write_sweep_table  # noqa: E402
+
+GROWING = ("grid-*ep", "sweep-*s")  # folders whose runs accumulate lease by lease in --dest, not in the dated folder
 
 def card_and_date(results: Path) -> tuple[str, str]:
     "The GPU name (or 'cpu') and the UTC date of the run, from the env step's log."
@@ -33,10 +38,10 @@ def name_work_folder(results: Path):
         if f.suffix in (".txt", ".log", ".json", ".csv", ".md") and work[1] in (text := f.read_text()):
             f.write_text(text.replace(work[1], "<work>"))
 
-def merge_grid(results: Path, parent: Path) -> list[Path]:
-    "Add the finished grid runs of `results` (grid-<E>ep/<configuration>/seed<k>/) that `parent`/grid-<E>ep/ lacks; returns them."
+def merge_growing(results: Path, parent: Path) -> list[Path]:
+    "Add the finished runs of `results`'s growing folders (grid-<E>ep/<configuration>/seed<k>/, sweep-<S>s/<setting>/seed<k>/) that `parent` lacks; returns them."
     added = []
-    for run in sorted(results.glob("grid-*ep/*/seed*")):
+    for run in sorted(run for pattern in GROWING for run in results.glob(f"{pattern}/*/seed*")):
         target = parent / run.relative_to(results)
         if RunDir(run).finished and not RunDir(target).finished:
             if target.exists(): shutil.rmtree(target)  # an unfinished copy
@@ -102,8 +107,9 @@ def main(argv=None):
         name_work_folder(results)
         dest, n = Path(a.dest) / f"{day}-{card}", 1
         while dest.exists(): n += 1; dest = Path(a.dest) / f"{day}-{card}-{n}"  # a second run on the same day and card
-        shutil.copytree(results, dest, ignore=shutil.ignore_patterns("*.pt", "*.tmp", "grid-*ep"))
-        grid = merge_grid(results, Path(a.dest))
+        shutil.copytree(results, dest, ignore=shutil.ignore_patterns("*.pt", "*.tmp", *GROWING))
+        grid = merge_growing(results, Path(a.dest))
+        sweeps = [write_sweep_table(Path(a.dest) / d.name) for d in sorted(results.glob("sweep-*s")) if (Path(a.dest) / d.name).is_dir()]
         published = publish_figures(results, Path(a.dest), Path(a.figures))
     bench = (dest / "bench.md").read_text() if (dest / "bench.md").exists() else ""
     peak = re.search(r"bf16 ([\d.]+) TFLOP/s", bench)
@@ -119,7 +125,8 @@ def main(argv=None):
         save_figure(ax.figure, dest / "fig4_training_curves")
     print(f"results in {dest.relative_to(REPO) if dest.is_relative_to(REPO) else dest}")
     print("\n".join(summary(dest, float(peak[1]) if peak else None)))
-    for run in grid: print(f"- grid run added: {run.relative_to(REPO) if run.is_relative_to(REPO) else run}")
+    for run in grid: print(f"- {'sweep' if run.parts[-3].startswith('sweep-') else 'grid'} run added: {run.relative_to(REPO) if run.is_relative_to(REPO) else run}")
+    for table in sweeps: print(f"- the sweep's table, from all its runs: {table.relative_to(REPO) if table.is_relative_to(REPO) else table}")
     if published: print(f"- figures and tables of the grid: {published}, now also {a.figures}")
 
 if __name__ == "__main__": main()

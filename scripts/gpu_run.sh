@@ -12,9 +12,9 @@
 # --data    an image-folder root (train/<class>/, test/<class>/) or a .tar.xz of one
 #           (default: .travel/cifar10-jpeg.tar.xz, else ../shared/data/cifar10-jpeg)
 # --work    scratch folder for unpacked data, caches and checkpoints (default: a new temporary folder)
-# --steps   which of tests,speed,bench,peer,train,fast,grid,compile,paper500 to run (default all but grid and paper500;
-#           env and data always run)
-# --fast-budget  seconds of training for each fast-recipe run (default 120; 8 with --smoke)
+# --steps   which of tests,speed,bench,peer,train,fast,grid,sweep,compile,paper500 to run (default all but grid, sweep
+#           and paper500; env and data always run)
+# --fast-budget  seconds of training for each fast-recipe run and each sweep run (default 120; 8 with --smoke)
 # --fast-seeds   how many fast-recipe runs (seeds 0, 1, ...) at most, as time allows (default 3; 1 with --smoke)
 # --grid-epochs  epochs of every run of the ablation grid (default 20; 1 with --smoke): the grid's fixed budget,
 #                which names its folder, results/gpu/grid-<E>ep/
@@ -44,6 +44,10 @@
 #            new ones to that folder, so the grid fills up session by session (only when --steps names it); then
 #            nbs/report.ipynb draws the grid's figures and tables into grid-<E>ep/figures/ (Figure 4 from the longest run of
 #            the paper's recipe), which scripts/gpu_results.py makes the README's figures/
+#   sweep    (only when named) the fast recipe one setting at a time (attnresnet.study.sweep_runs: learning rate, weight
+#            decay, batch size, epochs) at --fast-budget seconds of training a run, seed by seed up to --fast-seeds,
+#            skipping the runs already committed in results/gpu/sweep-<S>s/ and starting runs while they fit; its table
+#            is sweep-<S>s/sweep.md, and scripts/gpu_results.py adds the new runs to that folder (as the grid's)
 #   compile  the benchmark's torch.compile and CUDA-graph rows (last: compiling costs minutes, training comes first)
 #   paper500 (only when named) the paper's recipe for 500 epochs on the full split in runs/paper500 of the checkout
 #            (git-ignored, so a warm device machine keeps it between commands): it trains until its time box ends and
@@ -93,7 +97,7 @@ done
 [[ "$FAST_BUDGET" =~ ^[0-9]+$ ]] && [ "$FAST_BUDGET" -ge 1 ] || { echo "gpu_run.sh: --fast-budget $FAST_BUDGET: give whole seconds" >&2; exit 2; }
 [[ "$FAST_SEEDS" =~ ^[0-9]+$ ]] || { echo "gpu_run.sh: --fast-seeds $FAST_SEEDS: give a whole number" >&2; exit 2; }
 for s in ${STEPS//,/ }; do
-  case $s in tests|speed|bench|peer|train|fast|grid|compile|paper500) ;; *) echo "gpu_run.sh: --steps: unknown step $s (tests,speed,bench,peer,train,fast,grid,compile,paper500)" >&2; exit 2 ;; esac
+  case $s in tests|speed|bench|peer|train|fast|grid|sweep|compile|paper500) ;; *) echo "gpu_run.sh: --steps: unknown step $s (tests,speed,bench,peer,train,fast,grid,sweep,compile,paper500)" >&2; exit 2 ;; esac
 done
 if [ -z "$DATA" ]; then
   if [ -f .travel/cifar10-jpeg.tar.xz ]; then DATA=.travel/cifar10-jpeg.tar.xz; else DATA=../shared/data/cifar10-jpeg; fi
@@ -249,6 +253,18 @@ if want grid; then
     papermill_job report $REPORT_BOX report.ipynb "$RES/report.ipynb" -p runs_dir "$RES/$GRID" -p figures_dir "$RES/$GRID/figures" \
       -p data "$DATA" -p curve_run "$CURVE"
   fi
+fi
+
+# sweep: like the grid, the committed runs of this budget come along and are skipped; new runs start while they fit
+if want sweep; then
+  SWEEP=sweep-${FAST_BUDGET}s; mkdir -p "$RES/$SWEEP"
+  [ -d "$REPO/results/gpu/$SWEEP" ] && cp -r "$REPO/results/gpu/$SWEEP/." "$RES/$SWEEP/"
+  box=$(( $(left) - RESERVE_COMPILE - 10 ))
+  [ $SMOKE = 1 ] && SCALE='{"width": 4, "batch_size": 32, "epochs": 2, "axes": {}}' || SCALE='{}'  # smoke: the recipe's own run
+  step sweep "$box" $PY -c 'import json, sys; from attnresnet.study import run_sweep
+runs_dir, budget, seeds, data, device, runner, limit, scale = sys.argv[1:]
+run_sweep(runs_dir, float(budget), int(seeds), data, runner, float(limit), device=device, tta=True, **json.loads(scale))' \
+    "$RES/$SWEEP" "$FAST_BUDGET" "$FAST_SEEDS" "$DATA" $DEVICE $JOB $(( box - 30 )) "$SCALE"
 fi
 
 if [ $SMOKE = 0 ] && want compile; then

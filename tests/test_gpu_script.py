@@ -15,10 +15,10 @@ def test_smoke_mode_runs_every_step_and_packs_one_archive(tmp_path, standin):
     archive = tmp_path / "standin.tar.xz"
     subprocess.run(["tar", "-cJf", str(archive), "-C", str(standin.parent), standin.name], check=True)
     r = run_script(tmp_path / "out", "--smoke", "--budget", 900, "--data", archive, "--work", tmp_path / "work",
-                   "--steps", "tests,speed,bench,peer,train,fast,grid", "--grid-seeds", 1, timeout=1000)
+                   "--steps", "tests,speed,bench,peer,train,fast,grid,sweep", "--grid-seeds", 1, timeout=1000)
     assert r.returncode == 0, r.stdout + r.stderr
     steps = (tmp_path / "out" / "steps.txt").read_text()
-    for name in ("env", "unpack", "data", "tests", "speed", "bench", "peer", "probe", "train", "fast-seed0", "grid"):
+    for name in ("env", "unpack", "data", "tests", "speed", "bench", "peer", "probe", "train", "fast-seed0", "grid", "sweep"):
         assert f"\n{name} rc=0 " in steps, (name, steps)
     assert "done in" in steps
     assert "training runs: papermill" in steps  # papermill is importable here, as on a GPU machine given .travel/wheels
@@ -32,6 +32,7 @@ def test_smoke_mode_runs_every_step_and_packs_one_archive(tmp_path, standin):
                 "results/grid-1ep/figures/fig2_dual_attention.png", "results/report.ipynb"} <= set(names)  # the grid's report
         assert grid == ["results/grid-1ep/full/seed0/metrics.json", "results/grid-1ep/no_ema/seed0/metrics.json"], grid
         assert "results/ablations.ipynb" in names
+        assert {"results/sweep-8s/base/seed0/metrics.json", "results/sweep-8s/sweep.md"} <= set(names)  # the sweep: the recipe's own run here
         assert runs == ["fast-seed0", "paper-2epochs", "probe-1epoch"], runs
         m = json.load(t.extractfile("results/runs/paper-2epochs/metrics.json"))
         fast = json.load(t.extractfile("results/runs/fast-seed0/config.json"))["parameters"]
@@ -53,9 +54,11 @@ def test_smoke_mode_runs_every_step_and_packs_one_archive(tmp_path, standin):
     assert source["runs_dir"] == str(tmp_path / "results" / "grid-1ep") and (old / "table3_ablations.md").exists()
     assert (tmp_path / "cpu-grid" / "figures" / "source.json").exists()  # ... and the set it replaced stays beside its runs
     assert (tmp_path / "results" / "grid-1ep" / "figures" / "fig1_architecture.png").exists()
-    dest, grid = sorted((tmp_path / "results").iterdir(), key=lambda d: d.name.startswith("grid"))
+    dest, grid, sweep = sorted((tmp_path / "results").iterdir(), key=lambda d: {"grid-1ep": 1, "sweep-8s": 2}.get(d.name, 0))
     assert grid.name == "grid-1ep" and (grid / "no_ema" / "seed0" / "metrics.json").exists()  # the grid grows in its own folder
     assert not (dest / "grid-1ep").exists() and "grid run added: " in r.stdout
+    assert sweep.name == "sweep-8s" and (sweep / "base" / "seed0" / "metrics.json").exists() and not (dest / "sweep-8s").exists()
+    assert "| base | 1 |" in (sweep / "sweep.md").read_text() and "sweep run added: " in r.stdout
     assert dest.name.endswith("-cpu") and (dest / "fig4_training_curves.png").stat().st_size > 10_000
     assert "`paper-2epochs`" in r.stdout and "2 epochs" in r.stdout and "with flip TTA" in r.stdout
     # the GPU machine's scratch folder is named, not spelled out, in what is kept
