@@ -168,7 +168,9 @@ class Trainer:
                 nonfinite += ~loss.isfinite(); clean += nonfinite == 0
                 if progress is not None: progress.update(1)
         if self.swa_model is not None and self.epoch >= self.swa_epoch:
-            self.swa_model.update_parameters(self.model); self.swa_scheduler.step()
+            self.swa_model.update_parameters(self.model)
+            with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": the graph step's SGD is torch.optim.sgd.sgd
+                warnings.simplefilter("ignore", UserWarning); self.swa_scheduler.step()
         n = torch.tensor(float(n_img), device=self.device)
         if self.dist.active:  # the epoch's numbers over every process: one all-reduce
             total, correct, n, nonfinite = self.dist.all_sum(torch.stack([total, correct, n, nonfinite]))
