@@ -382,7 +382,9 @@ def run_note(run: RunDir) -> str:
             f"seed {p['seed']}; code {code_version(env)}")
 
 # %% ../nbs/07_study.ipynb #9bb5c646
-SWEEP_AXES = dict(lr=(0.1, 0.2, 0.4), weight_decay=(2.5e-4, 5e-4, 1e-3), batch_size=(128, 256, 512), epochs=(20, 30, 40))
+SWEEP_AXES = dict(lr=(0.1, 0.2, 0.4), weight_decay=(2.5e-4, 5e-4, 1e-3), batch_size=(128, 256, 512), epochs=(20, 30, 40),  # the schedule's
+                  label_smoothing=(0.1,), dropout=(0.0,), flip_alternate=(True,), crop_pad=(2,), cutout=(8,), bn_bias_lr=(8.0,),  # techniques
+                  stem_whitening=(True,), zero_init_residual=(True,))
 
 def _setting(name: str, value) -> str:
     "A run's folder name for one changed setting: `lr=0.4`, `batch_size=512`."
@@ -431,8 +433,10 @@ def write_sweep_table(runs_dir) -> Path:
     "`sweep.md` in `runs_dir`: `sweep_table` of every finished run there, with the budget and the scale beneath."
     results = collect_results(runs_dir)
     budgets = ", ".join(sorted({f"{r['params']['time_budget']:g}" for r in results}))
+    shifts = sorted({r["params"].get("tta_shift", 0) for r in results if r["params"].get("tta")})
+    tta = "".join(f"; TTA: flips{f' and ±{s}-pixel shifts (6 views)' if s else ''}" for s in shifts)
     return write_table(Path(runs_dir) / "sweep.md", "The fast recipe, one setting at a time", sweep_table(results), SWEEP_HEADERS,
-                       f"{budgets} s of training a run (time_budget); " + scale_note(results))
+                       f"{budgets} s of training a run (time_budget){tta}; " + scale_note(results))
 
 def run_sweep(runs_dir, time_budget: float = 120.0, seeds: int = 1, data: str = "cifar10", runner: str = "python",
               time_limit: float | None = None, log=print, **extra) -> Path:

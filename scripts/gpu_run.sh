@@ -45,7 +45,8 @@
 #            nbs/report.ipynb draws the grid's figures and tables into grid-<E>ep/figures/ (Figure 4 from the longest run of
 #            the paper's recipe), which scripts/gpu_results.py makes the README's figures/
 #   sweep    (only when named) the fast recipe one setting at a time (attnresnet.study.sweep_runs: learning rate, weight
-#            decay, batch size, epochs) at --fast-budget seconds of training a run, seed by seed up to --fast-seeds,
+#            decay, batch size, epochs, then each short-run technique alone; six-view TTA beside the plain test) at
+#            --fast-budget seconds of training a run, seed by seed up to --fast-seeds,
 #            skipping the runs already committed in results/gpu/sweep-<S>s/ and starting runs while they fit; its table
 #            is sweep-<S>s/sweep.md, and scripts/gpu_results.py adds the new runs to that folder (as the grid's)
 #   compile  the benchmark's torch.compile and CUDA-graph rows (last: compiling costs minutes, training comes first)
@@ -263,7 +264,7 @@ if want sweep; then
   [ $SMOKE = 1 ] && SCALE='{"width": 4, "batch_size": 32, "epochs": 2, "axes": {}}' || SCALE='{}'  # smoke: the recipe's own run
   step sweep "$box" $PY -c 'import json, sys; from attnresnet.study import run_sweep
 runs_dir, budget, seeds, data, device, runner, limit, scale = sys.argv[1:]
-run_sweep(runs_dir, float(budget), int(seeds), data, runner, float(limit), device=device, tta=True, **json.loads(scale))' \
+run_sweep(runs_dir, float(budget), int(seeds), data, runner, float(limit), device=device, tta=True, tta_shift=2, **json.loads(scale))' \
     "$RES/$SWEEP" "$FAST_BUDGET" "$FAST_SEEDS" "$DATA" $DEVICE $JOB $(( box - 30 )) "$SCALE"
 fi
 
