@@ -34,20 +34,25 @@ class ChannelAttention(nn.Module):
                  hidden_rule: str = "public", # see `mlp_hidden_width`
                  gate: str = "public", # "public": sum of per-branch sigmoids; "paper": sigmoid of the sum (Eq. 1)
                  pools: tuple = ("avg", "max"), # pooled descriptors fed to the shared MLP
-                 bias: bool = False):
+                 bias: bool = False,
+                 matmul: bool = False): # the MLP's 1x1 convolutions computed as matrix products of the pooled vectors (the same function)
         super().__init__()
         if gate not in GATES: raise ValueError(f"gate={gate!r} is not one of {GATES}")
         if not pools or set(pools) - {"avg", "max"}: raise ValueError(f"pools={pools!r}: use 'avg' and/or 'max'")
         hidden = mlp_hidden_width(channels, reduction, min_width, hidden_rule)
-        self.gate, self.pools = gate, tuple(pools)
+        self.gate, self.pools, self.matmul = gate, tuple(pools), matmul
         self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1, bias=bias), nn.ReLU(inplace=True),
                                  nn.Conv2d(hidden, channels, 1, bias=bias))
 
     def gate_values(self, x):
         "The per-channel gate, shape (B, C, 1, 1)."
         pooled = [x.mean((2, 3), keepdim=True) if p == "avg" else F.adaptive_max_pool2d(x, 1) for p in self.pools]
-        # one MLP call over the stacked descriptors: fewer kernels than one call per pool
-        logits = self.mlp(torch.cat(pooled, 0)).chunk(len(pooled), 0)
+        stacked = torch.cat(pooled, 0)  # one MLP call over the stacked descriptors: fewer kernels than one call per pool
+        if self.matmul:
+            first, last = self.mlp[0], self.mlp[2]
+            hidden = F.relu(F.linear(stacked.flatten(1), first.weight.flatten(1), first.bias))
+            logits = F.linear(hidden, last.weight.flatten(1), last.bias)[..., None, None].chunk(len(pooled), 0)
+        else: logits = self.mlp(stacked).chunk(len(pooled), 0)
         if self.gate == "paper": return torch.sigmoid(sum(logits))
         return sum(torch.sigmoid(l) for l in logits)
 

@@ -86,6 +86,7 @@ class TrainConfig:
     precision: str = "auto"          # "auto" (bf16 where the GPU/CPU computes it natively, else fp16 on GPUs, fp32 on CPUs), "bf16", "fp16", "fp32"
     channels_last: bool = True       # NHWC memory format for the convolutions
     channel_multiple: int = 1        # attnresnet / seresnet: every layer's channels zero-padded to a multiple of this (8: the tensor cores' shapes), the same function and parameter count; 1: none
+    attention_matmul: bool = False   # attnresnet / seresnet: the channel attention's MLPs as matrix products instead of 1x1 convolutions (the same function)
     compile: bool = False            # torch.compile the training model
     step: str = "auto"               # training step: "graph" (device work only, one CUDA graph per step on a GPU), "eager" (Trainer.train_step: CPUs, debugging) or "auto" (graph on a CUDA GPU)
     device: str = "auto"             # "auto", "cpu", "cuda", "cuda:1", ...
@@ -155,7 +156,7 @@ def _check_rules(c: TrainConfig):
         raise ValueError(f"dropout={c.dropout!r}: model='wrn' has no dropout before its classifier; set block_dropout")
     if c.model != "wrn" and c.block_dropout != _DEFAULTS["block_dropout"]:
         raise ValueError(f"block_dropout={c.block_dropout!r} applies to model='wrn' only; set dropout (before the classifier)")
-    for name in ("zero_init_residual", "bn_momentum", "stem_whitening"):
+    for name in ("zero_init_residual", "bn_momentum", "stem_whitening", "attention_matmul"):
         if c.model == "wrn" and getattr(c, name) != _DEFAULTS[name]:
             raise ValueError(f"{name}={getattr(c, name)!r} applies to attnresnet and seresnet only; model='wrn' keeps its own")
     if c.model == "wrn" and c.channel_multiple != 1:
@@ -272,9 +273,10 @@ def device_name(device: torch.device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 # %% ../nbs/04_config.ipynb #75bd23d7
-MODEL_PARAMETERS = dict(attnresnet=("width", "channel_attention", "spatial_attention", "dropout", "channel_multiple", "zero_init_residual",
-                                    "bn_momentum"),
-                        seresnet=("width", "dropout", "channel_multiple", "zero_init_residual", "bn_momentum"), wrn=("depth", "widen_factor", "block_dropout"))
+MODEL_PARAMETERS = dict(attnresnet=("width", "channel_attention", "spatial_attention", "dropout", "channel_multiple", "attention_matmul",
+                                    "zero_init_residual", "bn_momentum"),
+                        seresnet=("width", "dropout", "channel_multiple", "attention_matmul", "zero_init_residual", "bn_momentum"),
+                        wrn=("depth", "widen_factor", "block_dropout"))
 
 def model_kwargs(c: TrainConfig, num_classes: int = 10) -> dict:
     "The keyword arguments of `build_model(c.model, ...)` that a config sets."
@@ -397,7 +399,7 @@ AUTHORS_SETTINGS = dict(
 NOT_IN_AUTHORS_CODE = (  # this study's switches and execution details; the other networks of the ablations
     "zero_init_residual", "bn_momentum", "stem_whitening", "crop_pad", "cutout", "flip_alternate", "decoupled_weight_decay", "bn_scale_lr",
     "bn_bias_lr", "depth", "widen_factor", "block_dropout", "swa", "swa_start", "swa_lr", "full_validation", "recipe", "time_budget",
-    "channels_last", "channel_multiple", "compile", "step", "device", "ddp_batch", "sync_bn", "seed", "eval_batch_size", "checkpoint_every",
+    "channels_last", "channel_multiple", "attention_matmul", "compile", "step", "device", "ddp_batch", "sync_bn", "seed", "eval_batch_size", "checkpoint_every",
     "tta_shift", "run_dir", "progress", "log")
 
 def departures(c: TrainConfig | None = None) -> list[str]:

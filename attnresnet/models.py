@@ -198,6 +198,7 @@ MODELS = {"attnresnet": EnhancedEfficientResNet, "seresnet": SEResNet, "wrn": Wi
 
 def build_model(name: str = "attnresnet",
                 channel_multiple: int = 1, # >1: every layer's channels zero-padded to a multiple of it (`pad_channels`)
+                attention_matmul: bool = False, # the channel attention's MLPs as matrix products (`ChannelAttention(matmul=True)`)
                 **kwargs) -> nn.Module:
     "Build the network called `name` (one of `MODELS`) with its keyword arguments."
     if name not in MODELS: raise ValueError(f"model={name!r} is unknown: choose one of {list(MODELS)}")
@@ -206,6 +207,9 @@ def build_model(name: str = "attnresnet",
     unknown = sorted(set(kwargs) - allowed)
     if unknown: raise ValueError(f"model={name!r} has no parameter(s) {unknown}; it takes {sorted(allowed)}")
     model = MODELS[name](**kwargs)
+    gates = [m for m in model.modules() if isinstance(m, ChannelAttention)]
+    if attention_matmul and not gates: raise ValueError(f"attention_matmul=True: model={name!r} has no channel attention; use False")
+    for m in gates: m.matmul = attention_matmul
     return model if channel_multiple == 1 else pad_channels(model, channel_multiple)
 
 # %% ../nbs/01_models.ipynb #d8056edc

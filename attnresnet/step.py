@@ -290,7 +290,7 @@ PAPER_STEPS = 45_000 // 128  # optimiser steps in one epoch of the paper's recip
 
 def step_benchmark(device: str = "cuda", width: int = 31, batch: int = 128, steps: int = 50, val_images: int = 5000,
                    compile: bool = True, quick: bool = False, log=None) -> tuple[list[dict], dict]:
-    "A row per change of the training step (eager, graph, + cudnn.benchmark, + padding, + compile, the full trainer with validation), and the floors."
+    "A row per change of the training step (eager, graph, + cudnn.benchmark, + padding, + matmul attention, + compile, the full trainer with validation), and the floors."
     from attnresnet.bench_flops import flops_per_image, measure_peaks
     from attnresnet.bench_step import bench_trainer, epoch_profile
     device = torch.device(device)
@@ -300,7 +300,8 @@ def step_benchmark(device: str = "cuda", width: int = 31, batch: int = 128, step
     rows_spec = [("eager (Trainer.train_step)", dict(step="eager"), False),
                  ("graph (attnresnet.step)", dict(step="graph"), False),
                  ("graph + cudnn.benchmark", dict(step="graph"), True),
-                 ("graph + cudnn.benchmark + channels padded to 8", dict(step="graph", channel_multiple=8), True)]
+                 ("graph + cudnn.benchmark + channels padded to 8", dict(step="graph", channel_multiple=8), True),
+                 ("graph + cudnn.benchmark + attention MLPs as matrix products", dict(step="graph", attention_matmul=True), True)]
     if compile: rows_spec.append(("graph + cudnn.benchmark + compile", dict(step="graph", compile=True), True))
     rows = []
     for name, config, benchmark in rows_spec:

@@ -190,3 +190,16 @@ def test_whitened_stem_and_frozen_scales_reach_the_run():
     norms = [m for m in white.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in norms)
     assert not all(torch.equal(m.bias, torch.zeros_like(m.bias)) for m in norms)  # the shifts still learn
+
+def test_matmul_attention_is_the_same_function_in_every_copy():
+    """attention_matmul (nbs/00_attention.ipynb) reaches the trained model, its EMA and the model `chosen` rebuilds for the test;
+    one epoch in fp32 ends within rounding of the 1x1-convolution run."""
+    from attnresnet.attention import ChannelAttention
+    s = splits()
+    conv = Trainer(config(epochs=1), s); conv.run_epoch()  # each Trainer seeds dropout's generator: one after the other
+    product = Trainer(config(epochs=1, attention_matmul=True), s); product.run_epoch()
+    _, tested = product.chosen()
+    for m in (product.model, product.ema.module, tested):
+        assert {g.matmul for g in m.modules() if isinstance(g, ChannelAttention)} == {True}
+    assert math.isclose(conv.history[0]["train_loss"], product.history[0]["train_loss"], rel_tol=1e-5)
+    for a, b in zip(conv.model.parameters(), product.model.parameters()): assert torch.allclose(a, b, atol=1e-5)
