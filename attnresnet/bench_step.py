@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch.autograd import DeviceType
 from .data import offline_cifar10
 from .splits import CIFAR10_MEAN, CIFAR10_STD, Splits, load_splits
+from .runs import RunDir
 from .models import PAPER_WIDTH, build_model
 # the trainer's own rules, so that the bare loop chooses, prepares and runs exactly what training does
 from .config import make_config, resolve_precision, device_name
@@ -20,7 +21,7 @@ from .evaluate import autocast, prepare_batch
 from .bench_flops import flops_per_image, synchronize, bf16_reason
 
 # %% auto #0
-__all__ = ['Setting', 'random_images', 'random_batch', 'prepare', 'bare_step', 'time_steps', 'eager_settings',
+__all__ = ['Setting', 'random_images', 'random_splits', 'random_batch', 'prepare', 'bare_step', 'time_steps', 'eager_settings',
            'compiled_settings', 'reset_peak_memory', 'peak_memory', 'SettingResult', 'measure_setting',
            'faster_layouts', 'measure_settings', 'fast_path_error', 'trainer_splits', 'TrainerResult',
            'measure_trainer', 'overhead_breakdown', 'busy_fraction', 'bench_trainer', 'epoch_profile', 'ProfileResult',
@@ -47,6 +48,12 @@ def random_images(n: int, classes: int = 10, image_size: int = 32, seed: int = 0
     g = torch.Generator().manual_seed(seed)
     x = torch.randint(0, 256, (n, 3, image_size, image_size), generator=g, dtype=torch.uint8)
     return x, torch.arange(n) % classes
+
+# %% ../nbs/09b_bench_step.ipynb #248a459b
+def random_splits(n: int, val_images: int = 0, seed: int = 0) -> Splits:
+    "`Splits` of `random_images` for a `Trainer`: `n` training images, then `val_images` for validation, no test images."
+    x, y = random_images(n + val_images, seed=seed)
+    return Splits(x[:n], y[:n], x[n:], y[n:], x[:0], y[:0], [str(i) for i in range(10)], "random uint8 images", CIFAR10_MEAN, CIFAR10_STD)
 
 # %% ../nbs/09b_bench_step.ipynb #5318fc9b
 def random_batch(batch_size: int, device: torch.device, channels_last: bool = False, seed: int = 0):
@@ -222,10 +229,7 @@ def trainer_splits(n: int, synthetic: bool = False, seed: int = 0) -> Splits:
     "`n` training images for `Trainer`: offline CIFAR-10 (a stratified subset) when present, else `random_images`."
     root = None if synthetic else offline_cifar10()
     if root is not None: return load_splits(root, val_fraction=0.1, train_subset=n, seed=seed)
-    x, y = random_images(n, seed=seed)
-    none_x, none_y = x[:0], y[:0]
-    return Splits(x, y, none_x, none_y, none_x, none_y, [str(i) for i in range(10)], "random uint8 images",
-                  CIFAR10_MEAN, CIFAR10_STD)
+    return random_splits(n, seed=seed)
 
 # %% ../nbs/09b_bench_step.ipynb #577a1989
 @dataclass
@@ -292,13 +296,10 @@ def busy_fraction(intervals: list[tuple[float, float]]) -> float | None:
     return busy / span if span > 0 else 1.0
 
 # %% ../nbs/09b_bench_step.ipynb #c8db7b38
-def bench_trainer(device, width: int, batch: int, steps: int, val_images: int, **config) -> Trainer:
-    "A `Trainer` on random images: `steps` batches of training, `val_images` of validation (no run directory)."
-    x, y = random_images(steps * batch + val_images, seed=0)
-    n = steps * batch
-    s = Splits(x[:n], y[:n], x[n:], y[n:], x[:0], y[:0], [str(i) for i in range(10)], "random uint8 images",
-               (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-    return Trainer(make_config(width=width, batch_size=batch, device=str(device), progress=False, epochs=1000, **config), s)
+def bench_trainer(device, width: int, batch: int, steps: int, val_images: int, run: RunDir | None = None, **config) -> Trainer:
+    "A `Trainer` on random images: `steps` batches of training, `val_images` of validation; with `run`, writing there (no checkpoint until asked)."
+    c = make_config(width=width, batch_size=batch, device=str(device), progress=False, epochs=1000, checkpoint_every=1000, **config)
+    return Trainer(c, random_splits(steps * batch, val_images), run)
 
 # %% ../nbs/09b_bench_step.ipynb #50b95dba
 def epoch_profile(tr: Trainer) -> tuple[int | None, float | None]:

@@ -325,12 +325,12 @@ def step_benchmark(device: str = "cuda", width: int = 31, batch: int = 128, step
     row = dict(row=f"full trainer: graph + cudnn.benchmark, run_epoch with {val_images:,} validation images")
     try:
         torch.backends.cudnn.benchmark = True
-        tr = bench_trainer(device, width, batch, steps, val_images, step="graph")
-        tr.run_epoch()
-        t0 = time.perf_counter(); r = tr.run_epoch(); total = time.perf_counter() - t0
-        val_s = total - r["seconds"]
-        with tempfile.TemporaryDirectory() as d:  # one checkpoint, as a run directory gets it (best.pt too: the best changed)
-            tr.run = RunDir(d); t0 = time.perf_counter(); tr.save_checkpoints(); checkpoint_s = time.perf_counter() - t0; tr.run = None
+        with tempfile.TemporaryDirectory() as d:  # a run directory, as a run has: history.csv every epoch, and one checkpoint timed
+            tr = bench_trainer(device, width, batch, steps, val_images, run=RunDir(d), step="graph")
+            tr.run_epoch()
+            t0 = time.perf_counter(); r = tr.run_epoch(); total = time.perf_counter() - t0
+            val_s = total - r["seconds"]
+            t0 = time.perf_counter(); tr.save_checkpoints(); checkpoint_s = time.perf_counter() - t0  # best.pt too: the best changed
         row.update(ms_per_step=1000 * r["seconds"] / steps, s_per_epoch=r["seconds"] * PAPER_STEPS / steps + val_s * 5000 / max(val_images, 1),
                    nonfinite_steps=tr.graph_step.nonfinite.item() if tr.graph_step is not None else None, checkpoint_s=checkpoint_s,
                    notes=f"validation {val_s:.2f} s for {val_images:,} images (scaled to 5,000 in s/epoch); "
