@@ -21,7 +21,7 @@
 Exit status 0 when every check passes, 1 when one fails, 2 when the check cannot run (no Chromium or Playwright).
 """
 from __future__ import annotations
-import argparse, json, os, re, secrets, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
+import argparse, json, os, secrets, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]

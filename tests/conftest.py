@@ -1,5 +1,5 @@
 """Shared fixtures: real CIFAR-10 images when the offline copy is present, a generated stand-in otherwise."""
-import json, os, subprocess, sys
+import os, subprocess, sys
 from pathlib import Path
 import pytest
 

@@ -2,7 +2,7 @@
 opens them and the committed 01_models and index in JupyterLab in headless Chromium, and checks that no notebook
 opens modified, figures are decoded images and no cell shows an error. Hand-made broken notebooks, opened in the same
 run, show that the check catches each fault."""
-import base64, importlib.util, json, os, struct, subprocess, sys
+import importlib.util, json, os, struct, subprocess, sys
 import pytest
 from conftest import REPO
 

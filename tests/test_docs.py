@@ -4,7 +4,7 @@ Quarto cannot be installed here, so this runs the processing (`nbdev.quarto.proc
 and checks every notebook goes through. It also checks that README.md is nbs/index.ipynb rendered (nbconvert's
 markdown exporter, code hidden; CONTRIBUTING.md has the command), that the committed outputs of index.ipynb are what
 executing it gives now, and that nbdev-readme (which needs Quarto) leaves README.md alone."""
-import json, re, shutil, subprocess, sys
+import json, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 from conftest import REPO

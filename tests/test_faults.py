@@ -150,12 +150,6 @@ from conftest import REPO, run_cli
 TINY = ["--width", "4", "--epochs", "2", "--batch-size", "4", "--val-fraction", "0.25", "--progress", "false"]
 
 
-class _Payload:
-    "An object whose unpickling would create a marker file: what a crafted checkpoint would carry."
-    def __init__(self, marker): self.marker = str(marker)
-    def __reduce__(self): return (Path.touch, (Path(self.marker),))
-
-
 @pytest.mark.parametrize("name", ["last", "best"])
 def test_planted_checkpoint_payload_does_not_run(tmp_path, name):
     from attnresnet.runs import RunDir
@@ -433,7 +427,6 @@ def test_lost_best_checkpoint_is_rebuilt_or_replaced(tree, tmp_path):
 @pytest.mark.training
 def test_lost_best_checkpoint_of_the_last_epoch_is_rebuilt_exactly(tree, tmp_path):
     run = tmp_path / "run"; _finished_tiny_run(tree, run)
-    before = json.loads((run / "metrics.json").read_text())
     state = torch.load(run / "last.pt", weights_only=True)
     row = state["history"][-1]
     name = max(("raw", "ema"), key=lambda n: row[f"val_acc_{n}"])

@@ -1,6 +1,5 @@
 """scripts/gpu_run.sh end to end in its CPU smoke mode (so it cannot rot between GPU leases), and its argument errors."""
 import json, subprocess, sys, tarfile
-from pathlib import Path
 import pytest
 from conftest import REPO
 

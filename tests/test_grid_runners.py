@@ -39,7 +39,7 @@ def test_gnu_parallel_runs_the_command_file(tmp_path, tiny_data):
 @pytest.mark.skipif(shutil.which("parallel") is None, reason="GNU parallel is not installed (apt-get install parallel)")
 def test_gnu_parallel_gpu_per_job_idiom(tmp_path):
     "The README's idiom gives the jobs running at the same time different CUDA_VISIBLE_DEVICES, 0 .. jobs-1."
-    lines = [f"python -c 'import os, time; time.sleep(0.5); print(os.environ[\"CUDA_VISIBLE_DEVICES\"])'"] * 3
+    lines = ["python -c 'import os, time; time.sleep(0.5); print(os.environ[\"CUDA_VISIBLE_DEVICES\"])'"] * 3
     (tmp_path / "c.txt").write_text("\n".join(lines) + "\n")
     r = subprocess.run(["parallel", "--will-cite", "--jobs", "3", "export CUDA_VISIBLE_DEVICES=$(({%} - 1)); eval {}"],
                        stdin=(tmp_path / "c.txt").open(), env=_env(tmp_path), capture_output=True, text=True, timeout=60)

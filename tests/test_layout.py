@@ -2,7 +2,6 @@
 from one of its file names. Prose that names a file (docstrings, messages, help) is fine; a string that is exactly a
 file name, or a `/ "name"` path join, outside runs.py is not."""
 import ast
-from pathlib import Path
 from conftest import REPO
 
 RUN_FILES = {"config.json", "history.csv", "metrics.json", "last.pt", "best.pt", ".lock"}

@@ -1,7 +1,6 @@
 """The whole chain at the smallest scale: ablations.ipynb runs the grid, report.ipynb turns it into figures and
 tables, in temporary folders (never the committed figures/), and the outputs agree with the runs."""
 import json
-from pathlib import Path
 import pytest
 from conftest import REPO
 

@@ -1,7 +1,6 @@
 """nbs/train.ipynb runs headless under papermill, and its parameters are the library's."""
 import json, time
 from dataclasses import fields
-from pathlib import Path
 import pytest
 from conftest import REPO
 
