@@ -15,10 +15,11 @@ from .data import REPO_DIR
 
 # %% auto #0
 __all__ = ['ABLATIONS', 'ABLATION_NAMES', 'RUNNERS', 'ABLATION_HEADERS', 'PAPER_TABLE2', 'SWEEP_AXES', 'SWEEP_HEADERS',
-           'Ablation', 'claims_table', 'Run', 'ablation_runs', 'run_command', 'grid_command', 'write_commands',
-           'run_grid', 'collect_results', 'diverged_runs', 't_quantile', 'describe', 'mean_std', 'ablation_table',
-           'scale_note', 'specifications_table', 'per_class_table', 'write_table', 'is_paper_recipe', 'longest_run',
-           'run_note', 'sweep_runs', 'sweep_table', 'write_sweep_table', 'run_sweep']
+           'CONCURRENCY_HEADERS', 'Ablation', 'claims_table', 'Run', 'ablation_runs', 'run_command', 'grid_command',
+           'write_commands', 'run_grid', 'collect_results', 'diverged_runs', 't_quantile', 'describe', 'mean_std',
+           'ablation_table', 'scale_note', 'specifications_table', 'per_class_table', 'write_table', 'is_paper_recipe',
+           'longest_run', 'run_note', 'sweep_runs', 'sweep_table', 'write_sweep_table', 'run_sweep',
+           'measure_concurrency']
 
 # %% ../nbs/07_study.ipynb #7662ea23
 @dataclass(frozen=True)
@@ -443,3 +444,29 @@ def run_sweep(runs_dir, time_budget: float = 120.0, seeds: int = 1, data: str = 
     "Run the sweep's unfinished runs (`run_grid`) while they fit in `time_limit` seconds, then write `sweep.md`; returns its path."
     run_grid(sweep_runs(runs_dir, time_budget, seeds, data, **extra), runner, time_limit=time_limit, log=log)
     return write_sweep_table(runs_dir)
+
+# %% ../nbs/07_study.ipynb #23a1267d
+CONCURRENCY_HEADERS = dict(jobs="Runs at once", wall_s="Wall s (start to last exit)", images_per_s="Images/s, all runs",
+                           per_run="Images/s per run (mean, training only)", speedup="Throughput vs the first row")
+
+def measure_concurrency(runs_dir, jobs=(1, 2, 4), runner: str = "python", gpu=0, log=print, **params) -> list[dict]:
+    "For each count in `jobs`, train that many copies of one run (`params`, seeds 0, 1, ...) at once on `gpu`; rows of wall time and images/s (also `concurrency.md`)."
+    check_names(params, TrainConfig.__dataclass_fields__, "training parameter")
+    for j in jobs: check_positive_int("jobs", j)
+    rows = []
+    for j in jobs:
+        runs = [Run(f"jobs{j}", k, {**params, "seed": k, "run_dir": str(Path(runs_dir) / f"jobs{j}" / f"seed{k}"), "progress": False})
+                for k in range(j)]
+        for r in runs: make_config(r.params)  # every run is valid before the first one starts
+        if any(RunDir(r.run_dir).finished for r in runs):  # run_grid would skip them, and the wall time would mean nothing
+            raise ValueError(f"{Path(runs_dir) / f'jobs{j}'} holds finished runs: measure into a new runs_dir")
+        t0 = time.perf_counter()
+        run_grid(runs, runner, gpus=[gpu] * j, log=log)
+        wall, m = time.perf_counter() - t0, [RunDir(r.run_dir).metrics for r in runs]
+        trained = sum(x["images_per_s"] * x["train_time_s"] for x in m)  # the images each run trained on, all epochs
+        rows.append(dict(jobs=j, wall_s=f"{wall:.0f}", images_per_s=trained / wall, per_run=statistics.mean(x["images_per_s"] for x in m)))
+    for r in rows: r["speedup"] = f"{r['images_per_s'] / rows[0]['images_per_s']:.2f}x"
+    rows = [{**r, "images_per_s": f"{r['images_per_s']:,.0f}", "per_run": f"{r['per_run']:,.0f}"} for r in rows]
+    write_table(Path(runs_dir) / "concurrency.md", "Runs side by side on one GPU", rows, CONCURRENCY_HEADERS,
+                scale_note(collect_results(runs_dir)))
+    return rows

@@ -12,8 +12,8 @@
 # --data    an image-folder root (train/<class>/, test/<class>/) or a .tar.xz of one
 #           (default: .travel/cifar10-jpeg.tar.xz, else ../shared/data/cifar10-jpeg)
 # --work    scratch folder for unpacked data, caches and checkpoints (default: a new temporary folder)
-# --steps   which of tests,speed,bench,peer,train,fast,grid,sweep,compile,paper500 to run (default all but grid, sweep
-#           and paper500; env and data always run)
+# --steps   which of tests,speed,bench,peer,train,fast,grid,concurrency,sweep,compile,paper500 to run (default all but
+#           grid, concurrency, sweep and paper500; env and data always run)
 # --fast-budget  seconds of training for each fast-recipe run and each sweep run (default 120; 8 with --smoke)
 # --fast-seeds   how many fast-recipe runs (seeds 0, 1, ...) at most, as time allows (default 3; 1 with --smoke)
 # --grid-epochs  epochs of every run of the ablation grid (default 20; 1 with --smoke): the grid's fixed budget,
@@ -45,6 +45,8 @@
 #            new ones to that folder, so the grid fills up session by session (only when --steps names it); then
 #            nbs/report.ipynb draws the grid's figures and tables into grid-<E>ep/figures/ (Figure 4 from the longest run of
 #            the paper's recipe), which scripts/gpu_results.py makes the README's figures/
+#   concurrency (only when named) 1, 2 and 4 copies of one 2-epoch run of the paper's recipe at once on the GPU
+#            (attnresnet.study.measure_concurrency): whether --grid-jobs 2 or 4 finishes a grid sooner; concurrency/
 #   sweep    (only when named) the fast recipe one setting at a time (attnresnet.study.sweep_runs: learning rate, weight
 #            decay, batch size, epochs, then each short-run technique alone; six-view TTA beside the plain test) at
 #            --fast-budget seconds of training a run, seed by seed up to --fast-seeds,
@@ -99,7 +101,7 @@ done
 [[ "$FAST_BUDGET" =~ ^[0-9]+$ ]] && [ "$FAST_BUDGET" -ge 1 ] || { echo "gpu_run.sh: --fast-budget $FAST_BUDGET: give whole seconds" >&2; exit 2; }
 [[ "$FAST_SEEDS" =~ ^[0-9]+$ ]] || { echo "gpu_run.sh: --fast-seeds $FAST_SEEDS: give a whole number" >&2; exit 2; }
 for s in ${STEPS//,/ }; do
-  case $s in tests|speed|bench|peer|train|fast|grid|sweep|compile|paper500) ;; *) echo "gpu_run.sh: --steps: unknown step $s (tests,speed,bench,peer,train,fast,grid,sweep,compile,paper500)" >&2; exit 2 ;; esac
+  case $s in tests|speed|bench|peer|train|fast|grid|concurrency|sweep|compile|paper500) ;; *) echo "gpu_run.sh: --steps: unknown step $s (tests,speed,bench,peer,train,fast,grid,concurrency,sweep,compile,paper500)" >&2; exit 2 ;; esac
 done
 if [ -z "$DATA" ]; then
   if [ -f .travel/cifar10-jpeg.tar.xz ]; then DATA=.travel/cifar10-jpeg.tar.xz; else DATA=../shared/data/cifar10-jpeg; fi
@@ -255,6 +257,16 @@ if want grid; then
     papermill_job report $REPORT_BOX report.ipynb "$RES/report.ipynb" -p runs_dir "$RES/$GRID" -p figures_dir "$RES/$GRID/figures" \
       -p data "$DATA" -p curve_run "$CURVE"
   fi
+fi
+
+# concurrency: the same short run 1, 2 and 4 times at once on the one GPU; the table says which --grid-jobs pays
+if want concurrency; then
+  box=$(( $(left) - RESERVE_COMPILE - 10 ))
+  if [ $SMOKE = 1 ]; then SCALE='{"width": 4, "batch_size": 32, "epochs": 1}'; JOBS='[1, 2]'; else SCALE='{"epochs": 2}'; JOBS='[1, 2, 4]'; fi
+  step concurrency "$box" $PY -c 'import json, sys; from attnresnet.study import measure_concurrency
+runs_dir, data, device, runner, jobs, scale = sys.argv[1:]
+measure_concurrency(runs_dir, json.loads(jobs), runner, gpu=0 if device == "cuda" else None, data=data, device=device, **json.loads(scale))' \
+    "$RES/concurrency" "$DATA" $DEVICE $([ $SMOKE = 1 ] && echo python || echo $JOB) "$JOBS" "$SCALE"  # smoke: python -m, quicker
 fi
 
 # sweep: like the grid, the committed runs of this budget come along and are skipped; new runs start while they fit

@@ -14,10 +14,10 @@ def test_smoke_mode_runs_every_step_and_packs_one_archive(tmp_path, standin):
     archive = tmp_path / "standin.tar.xz"
     subprocess.run(["tar", "-cJf", str(archive), "-C", str(standin.parent), standin.name], check=True)
     r = run_script(tmp_path / "out", "--smoke", "--budget", 900, "--data", archive, "--work", tmp_path / "work",
-                   "--steps", "tests,speed,bench,peer,train,fast,grid,sweep", "--grid-seeds", 1, timeout=1000)
+                   "--steps", "tests,speed,bench,peer,train,fast,grid,concurrency,sweep", "--grid-seeds", 1, timeout=1000)
     assert r.returncode == 0, r.stdout + r.stderr
     steps = (tmp_path / "out" / "steps.txt").read_text()
-    for name in ("env", "unpack", "data", "tests", "speed", "bench", "peer", "probe", "train", "fast-seed0", "grid", "sweep"):
+    for name in ("env", "unpack", "data", "tests", "speed", "bench", "peer", "probe", "train", "fast-seed0", "grid", "concurrency", "sweep"):
         assert f"\n{name} rc=0 " in steps, (name, steps)
     assert "done in" in steps
     assert "training runs: papermill" in steps  # papermill is importable here, as on a GPU machine given .travel/wheels
@@ -32,6 +32,7 @@ def test_smoke_mode_runs_every_step_and_packs_one_archive(tmp_path, standin):
         assert grid == ["results/grid-1ep/full/seed0/metrics.json", "results/grid-1ep/no_ema/seed0/metrics.json"], grid
         assert "results/ablations.ipynb" in names
         assert {"results/sweep-8s/base/seed0/metrics.json", "results/sweep-8s/sweep.md"} <= set(names)  # the sweep: the recipe's own run here
+        assert {"results/concurrency/concurrency.md", "results/concurrency/jobs2/seed1/metrics.json"} <= set(names)
         assert runs == ["fast-seed0", "paper-2epochs", "probe-1epoch"], runs
         m = json.load(t.extractfile("results/runs/paper-2epochs/metrics.json"))
         fast = json.load(t.extractfile("results/runs/fast-seed0/config.json"))["parameters"]
