@@ -14,7 +14,7 @@
 # --work    scratch folder for unpacked data, caches and checkpoints (default: a new temporary folder)
 # --steps   which of tests,speed,bench,peer,train,fast,grid,concurrency,sweep,compile,paper500 to run (default all but
 #           grid, concurrency, sweep and paper500; env and data always run)
-# --fast-budget  seconds of training for each fast-recipe run and each sweep run (default 120; 8 with --smoke)
+# --fast-budget  seconds of training for each fast-recipe run and each sweep run (default 120; 4 with --smoke)
 # --fast-seeds   how many fast-recipe runs (seeds 0, 1, ...) at most, as time allows (default 3; 1 with --smoke)
 # --grid-epochs  epochs of every run of the ablation grid (default 20; 1 with --smoke): the grid's fixed budget,
 #                which names its folder, results/gpu/grid-<E>ep/
@@ -91,7 +91,7 @@ if ! ${PYTHON:-python3} -c "import fastcore" 2>/dev/null; then
   ${PYTHON:-python3} -c "import fastcore" 2>/dev/null || { echo "gpu_run.sh: fastcore is missing: pip install fastcore, or put its wheel in .travel/ (pip download fastcore --no-deps -d .travel)" >&2; exit 2; }
 fi
 [ -n "$BUDGET" ] || BUDGET=$([ $SMOKE = 1 ] && echo 300 || echo 420)
-[ -n "$FAST_BUDGET" ] || FAST_BUDGET=$([ $SMOKE = 1 ] && echo 8 || echo 120)
+[ -n "$FAST_BUDGET" ] || FAST_BUDGET=$([ $SMOKE = 1 ] && echo 4 || echo 120)
 [ -n "$FAST_SEEDS" ] || FAST_SEEDS=$([ $SMOKE = 1 ] && echo 1 || echo 3)
 [ -n "$GRID_EPOCHS" ] || GRID_EPOCHS=$([ $SMOKE = 1 ] && echo 1 || echo 20)
 for v in GRID_EPOCHS GRID_SEEDS GRID_JOBS; do
@@ -262,7 +262,7 @@ fi
 # concurrency: the same short run 1, 2 and 4 times at once on the one GPU; the table says which --grid-jobs pays
 if want concurrency; then
   box=$(( $(left) - RESERVE_COMPILE - 10 ))
-  if [ $SMOKE = 1 ]; then SCALE='{"width": 4, "batch_size": 32, "epochs": 1}'; JOBS='[1, 2]'; else SCALE='{"epochs": 2}'; JOBS='[1, 2, 4]'; fi
+  if [ $SMOKE = 1 ]; then SCALE='{"width": 4, "batch_size": 32, "epochs": 1}'; JOBS='[2]'; else SCALE='{"epochs": 2}'; JOBS='[1, 2, 4]'; fi
   step concurrency "$box" $PY -c 'import json, sys; from attnresnet.study import measure_concurrency
 runs_dir, data, device, runner, jobs, scale = sys.argv[1:]
 measure_concurrency(runs_dir, json.loads(jobs), runner, gpu=0 if device == "cuda" else None, data=data, device=device, **json.loads(scale))' \

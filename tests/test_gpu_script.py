@@ -31,8 +31,8 @@ def test_smoke_mode_runs_every_step_and_packs_one_archive(tmp_path, standin):
                 "results/grid-1ep/figures/fig2_dual_attention.png", "results/report.ipynb"} <= set(names)  # the grid's report
         assert grid == ["results/grid-1ep/full/seed0/metrics.json", "results/grid-1ep/no_ema/seed0/metrics.json"], grid
         assert "results/ablations.ipynb" in names
-        assert {"results/sweep-8s/base/seed0/metrics.json", "results/sweep-8s/sweep.md"} <= set(names)  # the sweep: the recipe's own run here
-        assert {"results/concurrency/concurrency.md", "results/concurrency/jobs2/seed1/metrics.json"} <= set(names)
+        assert {"results/sweep-4s/base/seed0/metrics.json", "results/sweep-4s/sweep.md"} <= set(names)  # the sweep: the recipe's own run here
+        assert {"results/concurrency/concurrency.md", "results/concurrency/jobs2/seed1/metrics.json"} <= set(names)  # 2 at once (the smoke's one row)
         assert runs == ["fast-seed0", "paper-2epochs", "probe-1epoch"], runs
         m = json.load(t.extractfile("results/runs/paper-2epochs/metrics.json"))
         fast = json.load(t.extractfile("results/runs/fast-seed0/config.json"))["parameters"]
@@ -40,7 +40,7 @@ def test_smoke_mode_runs_every_step_and_packs_one_archive(tmp_path, standin):
     assert job["metadata"]["papermill"]["parameters"]["epochs"] == 2 and job["metadata"]["papermill"]["exception"] is not True
     assert m["completed"] and m["epochs"] == 2 and m["splits"]["train"] == 270
     assert m["test_acc_tta"] is not None  # the script's runs test with flip TTA too (opt-in elsewhere)
-    assert fast["recipe"] == "fast" and fast["time_budget"] == 8 and fast["augment"] == "basic"
+    assert fast["recipe"] == "fast" and fast["time_budget"] == 4 and fast["augment"] == "basic"
     assert "Profile of 1 trainer steps" in (tmp_path / "work" / "results" / "bench.md").read_text()
     assert "| graph (attnresnet.step) |" in (tmp_path / "work" / "results" / "step-bench.md").read_text()
 
@@ -54,10 +54,10 @@ def test_smoke_mode_runs_every_step_and_packs_one_archive(tmp_path, standin):
     assert source["runs_dir"] == str(tmp_path / "results" / "grid-1ep") and (old / "table3_ablations.md").exists()
     assert (tmp_path / "cpu-grid" / "figures" / "source.json").exists()  # ... and the set it replaced stays beside its runs
     assert (tmp_path / "results" / "grid-1ep" / "figures" / "fig1_architecture.png").exists()
-    dest, grid, sweep = sorted((tmp_path / "results").iterdir(), key=lambda d: {"grid-1ep": 1, "sweep-8s": 2}.get(d.name, 0))
+    dest, grid, sweep = sorted((tmp_path / "results").iterdir(), key=lambda d: {"grid-1ep": 1, "sweep-4s": 2}.get(d.name, 0))
     assert grid.name == "grid-1ep" and (grid / "no_ema" / "seed0" / "metrics.json").exists()  # the grid grows in its own folder
     assert not (dest / "grid-1ep").exists() and "grid run added: " in r.stdout
-    assert sweep.name == "sweep-8s" and (sweep / "base" / "seed0" / "metrics.json").exists() and not (dest / "sweep-8s").exists()
+    assert sweep.name == "sweep-4s" and (sweep / "base" / "seed0" / "metrics.json").exists() and not (dest / "sweep-4s").exists()
     assert "| base | 1 |" in (sweep / "sweep.md").read_text() and "sweep run added: " in r.stdout
     assert dest.name.endswith("-cpu") and (dest / "fig4_training_curves.png").stat().st_size > 10_000
     assert "`paper-2epochs`" in r.stdout and "2 epochs" in r.stdout and "with flip TTA" in r.stdout
