@@ -453,13 +453,15 @@ def measure_concurrency(runs_dir, jobs=(1, 2, 4), runner: str = "python", gpu=0,
     "For each count in `jobs`, train that many copies of one run (`params`, seeds 0, 1, ...) at once on `gpu`; rows of wall time and images/s (also `concurrency.md`)."
     check_names(params, TrainConfig.__dataclass_fields__, "training parameter")
     for j in jobs: check_positive_int("jobs", j)
-    rows = []
-    for j in jobs:
-        runs = [Run(f"jobs{j}", k, {**params, "seed": k, "run_dir": str(Path(runs_dir) / f"jobs{j}" / f"seed{k}"), "progress": False})
-                for k in range(j)]
-        for r in runs: make_config(r.params)  # every run is valid before the first one starts
+    if len(set(jobs)) != len(jobs): raise ValueError(f"jobs={jobs!r}: give each count once (a repeat would find its runs finished)")
+    batches = [[Run(f"jobs{j}", k, {**params, "seed": k, "run_dir": str(Path(runs_dir) / f"jobs{j}" / f"seed{k}"), "progress": False})
+                for k in range(j)] for j in jobs]
+    for runs in batches:  # every run is valid, and none finished, before the first one starts
+        for r in runs: make_config(r.params)
         if any(RunDir(r.run_dir).finished for r in runs):  # run_grid would skip them, and the wall time would mean nothing
-            raise ValueError(f"{Path(runs_dir) / f'jobs{j}'} holds finished runs: measure into a new runs_dir")
+            raise ValueError(f"{runs[0].run_dir.parent} holds finished runs: measure into a new runs_dir")
+    rows = []
+    for j, runs in zip(jobs, batches):
         t0 = time.perf_counter()
         run_grid(runs, runner, gpus=[gpu] * j, log=log)
         wall, m = time.perf_counter() - t0, [RunDir(r.run_dir).metrics for r in runs]
