@@ -88,6 +88,7 @@ class TrainConfig:
     channel_multiple: int = 1        # attnresnet / seresnet: every layer's channels zero-padded to a multiple of this (8: the tensor cores' shapes), the same function and parameter count; 1: none
     attention_matmul: bool = False   # attnresnet / seresnet: the channel attention's MLPs as matrix products instead of 1x1 convolutions (the same function)
     compile: bool = False            # torch.compile the training model
+    cudnn_benchmark: bool = False    # CUDA: cuDNN times its convolution algorithms for the run's fixed shapes and keeps the fastest (the same math; no effect on CPUs)
     step: str = "auto"               # training step: "graph" (device work only, one CUDA graph per step on a GPU), "eager" (Trainer.train_step: CPUs, debugging) or "auto" (graph on a CUDA GPU)
     device: str = "auto"             # "auto", "cpu", "cuda", "cuda:1", ...
     ddp_batch: str = "global"        # under torchrun: "global" (batch_size is split over the processes) or "per_rank" (each takes batch_size; lr and swa_lr times their number)
@@ -399,7 +400,7 @@ AUTHORS_SETTINGS = dict(
 NOT_IN_AUTHORS_CODE = (  # this study's switches and execution details; the other networks of the ablations
     "zero_init_residual", "bn_momentum", "stem_whitening", "crop_pad", "cutout", "flip_alternate", "decoupled_weight_decay", "bn_scale_lr",
     "bn_bias_lr", "depth", "widen_factor", "block_dropout", "swa", "swa_start", "swa_lr", "full_validation", "recipe", "time_budget",
-    "channels_last", "channel_multiple", "attention_matmul", "compile", "step", "device", "ddp_batch", "sync_bn", "seed", "eval_batch_size", "checkpoint_every",
+    "channels_last", "channel_multiple", "attention_matmul", "compile", "cudnn_benchmark", "step", "device", "ddp_batch", "sync_bn", "seed", "eval_batch_size", "checkpoint_every",
     "tta_shift", "run_dir", "progress", "log")
 
 def departures(c: TrainConfig | None = None) -> list[str]:

@@ -15,12 +15,14 @@ from .augment import Augment, crop_flip, cutout, warp, rotation_matrix, perspect
 from .augment import _blend, _hue, _rand, _beta, _perm, cutmix_box, check_mix_probs  # the pieces `mix_batch`, `apply_color` use
 from .config import _CHOICES, device_name
 from .runs import RunDir
+from .helpers import write_json, write_text_atomic
 from .evaluate import prepare_batch
 from .schedules import ema_decay_at
 
 # %% auto #0
-__all__ = ['STEP_MODES', 'PAPER_STEPS', 'resolve_step', 'epoch_batches', 'draw_mix', 'apply_mix', 'draw_augment', 'apply_augment',
-           'NoHostSync', 'GraphStep', 'step_benchmark', 'step_table', 'main']
+__all__ = ['STEP_MODES', 'PAPER_STEPS', 'EXACT_SETTINGS', 'resolve_step', 'epoch_batches', 'draw_mix', 'apply_mix',
+           'draw_augment', 'apply_augment', 'NoHostSync', 'GraphStep', 'step_benchmark', 'step_table', 'fastest_exact',
+           'main']
 
 # %% ../nbs/12_step.ipynb #297eb1af
 STEP_MODES = _CHOICES["step"]  # TrainConfig.step's choices: "auto", "graph", "eager"
@@ -290,25 +292,20 @@ PAPER_STEPS = 45_000 // 128  # optimiser steps in one epoch of the paper's recip
 
 def step_benchmark(device: str = "cuda", width: int = 31, batch: int = 128, steps: int = 50, val_images: int = 5000,
                    compile: bool = True, quick: bool = False, log=None) -> tuple[list[dict], dict]:
-    "A row per change of the training step (eager, graph, + cudnn.benchmark, + padding, + matmul attention, + compile, the full trainer with validation), and the floors."
+    "A row per change of the training step (eager, graph, + cudnn.benchmark, + padding, + matmul attention), the full trainer with validation, + compile; and the floors."
     from attnresnet.bench_flops import flops_per_image, measure_peaks
     from attnresnet.bench_step import bench_trainer, epoch_profile
     device = torch.device(device)
     peaks = measure_peaks(device, quick=quick)
     peak = peaks.get("bf16", peaks["fp32"])
     flops_step = flops_per_image("attnresnet", backward=True, width=width) * batch
-    rows_spec = [("eager (Trainer.train_step)", dict(step="eager"), False),
-                 ("graph (attnresnet.step)", dict(step="graph"), False),
-                 ("graph + cudnn.benchmark", dict(step="graph"), True),
-                 ("graph + cudnn.benchmark + channels padded to 8", dict(step="graph", channel_multiple=8), True),
-                 ("graph + cudnn.benchmark + attention MLPs as matrix products", dict(step="graph", attention_matmul=True), True)]
-    if compile: rows_spec.append(("graph + cudnn.benchmark + compile", dict(step="graph", compile=True), True))
-    rows = []
-    for name, config, benchmark in rows_spec:
-        torch.backends.cudnn.benchmark = benchmark
-        row = dict(row=name)
+    fast = dict(step="graph", cudnn_benchmark=True)
+    failed = lambda e: f"failed: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+
+    def step_row(name, settings):  # the step's epoch in one setting (a Trainer sets cudnn.benchmark from its config)
+        row = dict(row=name, settings=settings)
         try:
-            tr = bench_trainer(device, width, batch, steps, 0, **config)
+            tr = bench_trainer(device, width, batch, steps, 0, **settings)
             tr.train_epoch()  # warm-up: cuDNN plans, compilation, the graph's capture
             ep = tr.train_epoch()
             ms = 1000 * ep["seconds"] / steps
@@ -317,29 +314,37 @@ def step_benchmark(device: str = "cuda", width: int = 31, batch: int = 128, step
             row.update(ms_per_step=ms, s_per_epoch=ms * PAPER_STEPS / 1000, peak_pct=100 * flops_step / (ms / 1000) / 1e12 / peak,
                        kernels_per_step=None if kernels is None else kernels / steps, busy_pct=None if busy is None else 100 * busy,
                        nonfinite_steps=fin, train_loss=ep["train_loss"], notes="")
-        except Exception as e:  # one setting that fails (a compiler error) must not cost the other rows
-            row.update(notes=f"failed: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}")
-        rows.append(row)
-        if log is not None: log(row)  # each row as it is measured: a run stopped at its time limit still shows the rows before
-    # the whole trainer: an epoch of training and the validation of `val_images`, as `run_epoch` does it
-    row = dict(row=f"full trainer: graph + cudnn.benchmark, run_epoch with {val_images:,} validation images")
-    try:
-        torch.backends.cudnn.benchmark = True
-        with tempfile.TemporaryDirectory() as d:  # a run directory, as a run has: history.csv every epoch, and one checkpoint timed
-            tr = bench_trainer(device, width, batch, steps, val_images, run=RunDir(d), step="graph")
-            tr.run_epoch()
-            t0 = time.perf_counter(); r = tr.run_epoch(); total = time.perf_counter() - t0
-            val_s = total - r["seconds"]
-            t0 = time.perf_counter(); tr.save_checkpoints(); checkpoint_s = time.perf_counter() - t0  # best.pt too: the best changed
-        row.update(ms_per_step=1000 * r["seconds"] / steps, s_per_epoch=r["seconds"] * PAPER_STEPS / steps + val_s * 5000 / max(val_images, 1),
-                   nonfinite_steps=tr.graph_step.nonfinite.item() if tr.graph_step is not None else None, checkpoint_s=checkpoint_s,
-                   notes=f"validation {val_s:.2f} s for {val_images:,} images (scaled to 5,000 in s/epoch); "
-                         f"a checkpoint {checkpoint_s:.2f} s (not in s/epoch: checkpoint_every)")
-    except Exception as e:
-        row.update(notes=f"failed: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}")
-    rows.append(row)
-    if log is not None: log(row)
-    torch.backends.cudnn.benchmark = False
+        except Exception as e: row.update(notes=failed(e))  # one setting that fails (a compiler error) must not cost the other rows
+        return row
+
+    def trainer_row():  # the whole trainer: an epoch of training and the validation of `val_images`, as `run_epoch` does it
+        row = dict(row=f"full trainer: graph + cudnn.benchmark, run_epoch with {val_images:,} validation images")
+        try:
+            with tempfile.TemporaryDirectory() as d:  # a run directory, as a run has: history.csv every epoch, and one checkpoint timed
+                tr = bench_trainer(device, width, batch, steps, val_images, run=RunDir(d), **fast)
+                tr.run_epoch()
+                t0 = time.perf_counter(); r = tr.run_epoch(); total = time.perf_counter() - t0
+                val_s = total - r["seconds"]
+                t0 = time.perf_counter(); tr.save_checkpoints(); checkpoint_s = time.perf_counter() - t0  # best.pt too: the best changed
+            row.update(ms_per_step=1000 * r["seconds"] / steps, s_per_epoch=r["seconds"] * PAPER_STEPS / steps + val_s * 5000 / max(val_images, 1),
+                       nonfinite_steps=tr.graph_step.nonfinite.item() if tr.graph_step is not None else None, checkpoint_s=checkpoint_s,
+                       notes=f"validation {val_s:.2f} s for {val_images:,} images (scaled to 5,000 in s/epoch); "
+                             f"a checkpoint {checkpoint_s:.2f} s (not in s/epoch: checkpoint_every)")
+        except Exception as e: row.update(notes=failed(e))
+        return row
+
+    measure = [lambda: step_row("eager (Trainer.train_step)", dict(step="eager")),
+               lambda: step_row("graph (attnresnet.step)", dict(step="graph")),
+               lambda: step_row("graph + cudnn.benchmark", fast),
+               lambda: step_row("graph + cudnn.benchmark + channels padded to 8", dict(fast, channel_multiple=8)),
+               lambda: step_row("graph + cudnn.benchmark + attention MLPs as matrix products", dict(fast, attention_matmul=True)),
+               trainer_row]  # before the compiled row, which costs minutes: a time box cuts that one first
+    if compile: measure.append(lambda: step_row("graph + cudnn.benchmark + compile", dict(fast, compile=True)))
+    rows, benchmark_before = [], torch.backends.cudnn.benchmark
+    for row in measure:
+        rows.append(row())
+        if log is not None: log(rows[-1])  # each row as it is measured: a run stopped at its time limit still shows the rows before
+    torch.backends.cudnn.benchmark = benchmark_before
     floors = dict(device=device_name(device), peaks_tflops=peaks, flops_per_step=flops_step,
                   arithmetic_floor_s=flops_step * PAPER_STEPS / (peak * 1e12))
     return rows, floors
@@ -358,7 +363,26 @@ def step_table(rows: list[dict], floors: dict) -> str:
                       f"({floors['flops_per_step'] / 1e12:.3f} TFLOP per step); for the paper's network (width 31, batch 128) on an "
                       "H100/H200, about 0.35-0.45 s once activation traffic is counted (issue 20's estimate, not measured); target 1.2 s."])
 
+# %% ../nbs/12_step.ipynb #482efff7
+EXACT_SETTINGS = ("cudnn_benchmark", "channel_multiple", "attention_matmul")  # the same function computed by other kernels
+
+def fastest_exact(rows: list[dict], margin: float = 0.03) -> dict:
+    "The settings (beyond the graph step) of the fastest exact, finite row of `step_benchmark`, if it beats the plain graph by more than `margin`."
+    def exact(r):
+        s = r.get("settings", {})
+        return s.get("step") == "graph" and set(s) <= {"step", *EXACT_SETTINGS} and r.get("ms_per_step") and r.get("nonfinite_steps") == 0
+    rows = [r for r in rows if exact(r)]
+    plain = next((r for r in rows if r["settings"] == {"step": "graph"}), None)
+    if plain is None: return {}  # nothing to compare with
+    best = min(rows, key=lambda r: r["ms_per_step"])
+    if best["ms_per_step"] >= (1 - margin) * plain["ms_per_step"]: return {}
+    return {k: v for k, v in best["settings"].items() if k != "step"}
+
 # %% ../nbs/12_step.ipynb #93d346a1
+def _flag(name: str, value) -> str:
+    "One `python -m attnresnet.train` option: `--name value`, booleans as true/false."
+    return f"--{name.replace('_', '-')} {str(value).lower() if isinstance(value, bool) else value}"
+
 def main(argv: list[str] | None = None) -> str:
     "`python -m attnresnet.step`: the training step's benchmark (`step_benchmark`), a table printed last (and written with --out)."
     p = argparse.ArgumentParser(prog="python -m attnresnet.step", description="Benchmark the training step: eager, CUDA graph, "
@@ -370,15 +394,28 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--val-images", type=int, default=5000, help="validation images of the full-trainer row (default 5000)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile row (compiling costs a minute or more)")
     p.add_argument("--smoke", action="store_true", help="a toy run on the CPU: width 4, batch 16, 2 steps, no compile (for the test suite)")
-    p.add_argument("--out", metavar="FILE", help="also write the table to FILE (and its numbers to FILE with .json)")
+    p.add_argument("--out", metavar="FILE", help="also write the table to FILE (and its numbers to FILE with .json), row by row")
+    p.add_argument("--fastest", metavar="JSON", help="only print the training options of the fastest exact setting in an --out "
+                   "JSON file (fastest_exact; nothing when none beats the plain graph) and exit")
     a = p.parse_args(argv)
+    if a.fastest:
+        try: rows = json.loads(Path(a.fastest).read_text())["rows"]
+        except (OSError, ValueError, KeyError) as e: p.error(f"--fastest {a.fastest}: not the JSON file of an --out ({e})")
+        text = " ".join(_flag(k, v) for k, v in fastest_exact(rows).items())
+        print(text)
+        return text
     if a.smoke: a.device, a.width, a.batch_size, a.steps, a.val_images, a.no_compile = "cpu", 4, 16, 2, 32, True
-    rows, floors = step_benchmark(a.device, a.width, a.batch_size, a.steps, a.val_images, compile=not a.no_compile, quick=a.smoke,
-                                  log=lambda r: print(json.dumps(r), flush=True))
+    out = Path(a.out) if a.out else None
+    measured = []
+    def log(row):  # each row as it comes, also into --out's JSON: a step stopped at its time box keeps them
+        print(json.dumps(row), flush=True)
+        measured.append(row)
+        if out: write_json(dict(rows=measured, args=vars(a), complete=False), out.with_suffix(".json"))
+    rows, floors = step_benchmark(a.device, a.width, a.batch_size, a.steps, a.val_images, compile=not a.no_compile, quick=a.smoke, log=log)
     text = step_table(rows, floors)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-        Path(a.out).with_suffix(".json").write_text(json.dumps(dict(rows=rows, floors=floors, args=vars(a)), indent=1))
+    if out:
+        write_text_atomic(text + "\n", out)
+        write_json(dict(rows=rows, floors=floors, args=vars(a), complete=True), out.with_suffix(".json"))
     print(text)
     return text
 

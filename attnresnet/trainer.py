@@ -45,6 +45,7 @@ class Trainer:
         c, self.config, self.run, d = config, config, run, dist or Distributed()
         self.dist, self.device = d, d.device if d.active else resolve_device(c.device)
         self.precision = resolve_precision(c.precision, self.device)
+        if self.device.type == "cuda": torch.backends.cudnn.benchmark = c.cudnn_benchmark  # process-wide: each run sets its own
         torch.manual_seed(c.seed)
         s = self.splits = splits if splits is not None else load_splits(c.data, c.val_fraction, c.train_subset, c.seed, full_validation=c.full_validation,
                                                                                         split=c.split, split_seed=c.split_seed)
