@@ -77,17 +77,34 @@ def publish_figures(results: Path, parent: Path, figures: Path) -> Path | None:
     shutil.copytree(grid_figures, figures)
     return grid_figures
 
+def trained(results: Path) -> list[RunDir]:
+    "The training runs that came back with at least one epoch: finished, or stopped by a lease's end (paper500)."
+    runs = [RunDir(r) for r in sorted((results / "runs").iterdir())] if (results / "runs").exists() else []
+    return [r for r in runs if r.started and r.history_file.exists() and r.history]
+
+def curve_title(run: RunDir) -> str:
+    "What Figure 4 of `run` shows: network, recipe, epochs (of those planned, when unfinished) and card."
+    rec = run.config_record; p = rec["parameters"]
+    epochs = f"{run.metrics['epochs']} epochs" if run.finished else f"{len(run.history)} of {p['epochs']} epochs (unfinished)"
+    return f"{p['model']}, {p.get('recipe', 'paper')} recipe, {epochs} on {rec['environment']['device_name']}"
+
 def summary(results: Path, peak_bf16: float | None) -> list[str]:
     "One markdown line per training run: epochs, accuracies, epoch time, images/s, share of the bf16 peak."
     lines = []
-    for run in sorted((results / "runs").iterdir()):
-        if not RunDir(run).finished: continue
-        m, h = RunDir(run).metrics, RunDir(run).history
+    for run in trained(results):
+        h = run.history
         best = lambda k: max((r[k] for r in h if k in r), default=float("nan"))
         epoch_s = sum(r["seconds"] for r in h) / len(h)
+        if not run.finished:  # stopped at a lease's end: no test yet, the run resumes on a later command
+            rec = run.config_record
+            lines.append(f"- `{run.path.name}` ({rec['parameters'].get('recipe', 'paper')} recipe, {rec['environment']['device_name']}, "
+                         f"{rec['precision']}): unfinished, {len(h)} of {rec['parameters']['epochs']} epochs, best validation so far "
+                         f"{100 * best('val_acc_raw'):.2f}% raw / {100 * best('val_acc_ema'):.2f}% EMA; {epoch_s:.1f} s per training epoch")
+            continue
+        m = run.metrics
         tta = f" ({100 * m['test_acc_tta']:.2f}% with flip TTA)" if m.get("test_acc_tta") is not None else ""
         share = f", {100 * m['images_per_s'] * 3.147e9 / (peak_bf16 * 1e12):.1f}% of the measured bf16 peak" if peak_bf16 else ""
-        lines.append(f"- `{run.name}` ({m.get('recipe', 'paper')} recipe, {m['device_name']}, {m['precision']}): {m['epochs']} epochs, best validation "
+        lines.append(f"- `{run.path.name}` ({m.get('recipe', 'paper')} recipe, {m['device_name']}, {m['precision']}): {m['epochs']} epochs, best validation "
                      f"{100 * best('val_acc_raw'):.2f}% raw / {100 * best('val_acc_ema'):.2f}% EMA (chosen: {m['chosen_weights']}, "
                      f"epoch {m['best_epoch']}), test {100 * m['test_acc']:.2f}%{tta}; "
                      f"{epoch_s:.1f} s per training epoch, {m['images_per_s']:,.0f} images/s{share}; "
@@ -113,15 +130,14 @@ def main(argv=None):
         published = publish_figures(results, Path(a.dest), Path(a.figures))
     bench = (dest / "bench.md").read_text() if (dest / "bench.md").exists() else ""
     peak = re.search(r"bf16 ([\d.]+) TFLOP/s", bench)
-    runs = [RunDir(r) for r in sorted((dest / "runs").iterdir()) if RunDir(r).finished] if (dest / "runs").exists() else []
+    runs = trained(dest)
     if runs:
-        longest = max(runs, key=lambda r: r.metrics["epochs"])
-        m = longest.metrics
-        ax = plot_history(longest.history, f"{m['model']}, {m.get('recipe', 'paper')} recipe, {m['epochs']} epochs on {m['device_name']}",
-                          reference=load_reference())  # the authors' 500-epoch curve beside it
+        longest = max(runs, key=lambda r: len(r.history))  # an unfinished paper500 too, when it trained the most epochs
+        rec = longest.config_record
+        ax = plot_history(longest.history, curve_title(longest), reference=load_reference())  # the authors' 500-epoch curve beside it
         ax.figure.set_size_inches(13, 6); ax.figure.subplots_adjust(left=0.06, right=0.94, bottom=0.33)
-        ax.figure.text(0.01, 0.01, f"{m['splits']['train']:,} training / {m['splits']['val']:,} validation images of "
-                       f"{m['data_source'].split(' (')[0]}; {longest.path.name}", fontsize=7, color="#555555")
+        ax.figure.text(0.01, 0.01, f"{rec['splits']['train']:,} training / {rec['splits']['val']:,} validation images of "
+                       f"{rec['data_source'].split(' (')[0]}; {longest.path.name}", fontsize=7, color="#555555")
         save_figure(ax.figure, dest / "fig4_training_curves")
     print(f"results in {dest.relative_to(REPO) if dest.is_relative_to(REPO) else dest}")
     print("\n".join(summary(dest, float(peak[1]) if peak else None)))

@@ -26,8 +26,9 @@
 # run folder and comes back), when papermill can be had: already installed, or installed offline (step `jupyter`)
 # from the wheels scripts/travel.sh puts in .travel/wheels/; otherwise through python -m attnresnet.train.
 #
-# Steps, in order, each with its own time box; the archive is rewritten after each, so a step that runs out of time
-# (or a command killed at its limit) still leaves the earlier steps' results:
+# Steps, in order, each with its own time box; the archive is rewritten after each and every 30 s during one
+# (GPU_RUN_SNAPSHOT=seconds), so a step that runs out of time, or a command killed at its limit, still leaves the
+# earlier steps' results and what the current one has written (paper500's history too):
 #   env      nvidia-smi, card, torch/CUDA versions
 #   jupyter  papermill and ipykernel from .travel/wheels/ into a venv that sees the machine's torch (when needed)
 #   data     unpack the archive, decode and cache the images (timed)
@@ -55,9 +56,13 @@
 #   compile  the benchmark's torch.compile and CUDA-graph rows (last: compiling costs minutes, training comes first)
 #   paper500 (only when named) the paper's recipe for 500 epochs on the full split in runs/paper500 of the checkout
 #            (git-ignored, so a warm device machine keeps it between commands): it trains until its time box ends and
-#            the next command with the same step resumes from its last.pt. One lease, two commands of timeout_s 600:
-#              bash scripts/gpu_run.sh $OUT --steps paper500 --budget 570 --work runs/gpu-work
-#            (repeated until runs/paper500/metrics.json exists); history, config and metrics come back in the archive
+#            the next command with the same step resumes from its last.pt, for example
+#              bash scripts/gpu_run.sh $OUT --steps tests,speed,paper500 --budget 560 --work runs/gpu-work
+#              bash scripts/gpu_run.sh $OUT --steps paper500 --budget SECONDS --work runs/gpu-work
+#            (the second repeated until runs/paper500/metrics.json exists); history, config and metrics come back in
+#            the archive. A new run takes the fastest exact setting of the speed rows in the same --work folder
+#            (python -m attnresnet.step --fastest: cudnn.benchmark, padded channels, matmul attention); a resumed
+#            run keeps its own
 set -uo pipefail
 
 usage() { sed -n '5,24p' "$0" >&2; exit 2; }
@@ -118,11 +123,28 @@ START=$(date +%s)
 
 left() { echo $((BUDGET - ($(date +%s) - START))); }
 want() { [[ ",$STEPS," == *",$1,"* ]]; }
-pack() {  # everything except checkpoints, into one archive (the device returns at most a few files)
-  tar -czf "$OUT/gpu-results.tar.gz.tmp" --exclude='*.pt' --exclude='*.tmp' -C "$WORK" results \
-    && mv "$OUT/gpu-results.tar.gz.tmp" "$OUT/gpu-results.tar.gz"
-  cp "$RES/steps.txt" "$OUT/steps.txt" 2>/dev/null
+P500=${GPU_RUN_PAPER500:-$REPO/runs/paper500}  # the 500-epoch run: in the checkout (git-ignored), where a warm machine keeps it
+progress() {  # copy the files of a run that lives outside results/ into it: paper500's config, history, metrics, notebook
+  [ -d "$P500" ] || return 0
+  mkdir -p "$RES/runs/paper500"
+  for f in config.json history.csv metrics.json train.ipynb; do [ -f "$P500/$f" ] && cp "$P500/$f" "$RES/runs/paper500/"; done
+  return 0
 }
+pack() {  # everything except checkpoints, into one archive (the device returns at most a few files), one pack at a time
+  {
+    command -v flock >/dev/null && flock 9
+    progress
+    local tmp="$OUT/gpu-results.tar.gz.$BASHPID.tmp"
+    tar -czf "$tmp" --exclude='*.pt' --exclude='*.tmp' -C "$WORK" results  # 1: a file grew while read; the archive is whole
+    if [ $? -le 1 ]; then mv "$tmp" "$OUT/gpu-results.tar.gz"; else rm -f "$tmp"; fi
+    cp "$RES/steps.txt" "$OUT/steps.txt" 2>/dev/null
+  } 9>"$WORK/.pack.lock"
+}
+# a snapshot every SNAPSHOT seconds besides the one after each step: a command killed at the device's limit (which may
+# come before --budget when less device time is left) still returns what its current step has written so far
+SNAPSHOT=${GPU_RUN_SNAPSHOT:-30}
+( while sleep "$SNAPSHOT"; do pack; done ) & SNAPPER=$!
+trap 'kill $SNAPPER 2>/dev/null' EXIT
 step() {  # step NAME SECONDS CMD...: run CMD with a time box, log to results/NAME.log, record status and time
   local name=$1 box=$2; shift 2
   local t0=$(date +%s) rc
@@ -286,12 +308,18 @@ if [ $SMOKE = 0 ] && want compile; then
 fi
 # paper500: the paper's recipe, 500 epochs, resumed from runs/paper500/last.pt by the next command that names this step
 if want paper500; then
-  P500=$REPO/runs/paper500
+  # the exact settings (attnresnet.step.EXACT_SETTINGS) a started run has, else the fastest the speed rows measured
+  if [ -f "$P500/config.json" ]; then
+    EXACT=$($PY -c 'import json, sys; from attnresnet.step import EXACT_SETTINGS, _flag
+p = json.load(open(sys.argv[1]))["parameters"]; print(" ".join(_flag(k, p[k]) for k in EXACT_SETTINGS if k in p))' "$P500/config.json")
+  elif [ -f "$RES/step-bench.json" ]; then EXACT=$($PY -m attnresnet.step --fastest "$RES/step-bench.json")
+  else EXACT=""; fi
+  echo "paper500 settings: ${EXACT:-the plain graph step (no speed rows measured)}" | tee -a "$RES/steps.txt"
   train_run paper500 $(( $(left) - 20 )) "$P500" --data "$DATA" --device $DEVICE "${TRAIN[@]}" --epochs $P500_EPOCHS --progress true \
-    --checkpoint-every 5  # a checkpoint every 5 epochs (and after the last): a stop at the time limit redoes at most 4
-  mkdir -p "$RES/runs/paper500"
-  cp "$P500"/config.json "$P500"/history.csv "$P500"/metrics.json "$P500"/train.ipynb "$RES/runs/paper500/" 2>/dev/null
+    --checkpoint-every 5 $EXACT  # a checkpoint every 5 epochs (and after the last): a stop at the time limit redoes at most 4
+  progress
   echo "paper500: $(($(wc -l < "$P500/history.csv" 2>/dev/null || echo 1) - 1)) of $P500_EPOCHS epochs in $P500$([ -f "$P500/metrics.json" ] && echo ', finished' || echo '; run this step again to resume')" | tee -a "$RES/steps.txt"
 fi
 echo "done in $(( $(date +%s) - START ))s of ${BUDGET}s" | tee -a "$RES/steps.txt"
+kill $SNAPPER 2>/dev/null; wait $SNAPPER 2>/dev/null; rm -f "$OUT"/gpu-results.tar.gz.*.tmp
 pack

@@ -71,3 +71,56 @@ def test_bad_arguments_exit_2_with_the_reason(tmp_path):
         r = run_script(tmp_path / "out", *args, timeout=60)
         assert r.returncode == 2 and said in r.stderr, (args, r.stderr)
     assert not (tmp_path / "out" / "gpu-results.tar.gz").exists()
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+# python for gpu_run.sh, except that a training run (papermill's or the module's) writes one epoch and then hangs
+case " $* " in
+  *" -m papermill "*|*" -m attnresnet.train "*)
+    prev=""; for a in "$@"; do if [ "$prev" = run_dir ] || [ "$prev" = --run-dir ]; then run=$a; fi; prev=$a; done
+    mkdir -p "$run"; echo "$*" > "$run/argv.txt"; echo $$ > "$run/pid"
+    echo "$CONFIG" > "$run/config.json"; printf "$HISTORY" > "$run/history.csv"
+    exec sleep 300 ;;
+esac
+exec REAL "$@"
+"""
+
+CONFIG = dict(parameters=dict(model="attnresnet", recipe="paper", epochs=2), environment=dict(device_name="stand-in"), precision="fp32",
+              splits=dict(train=270, val=30, test=100), data_source="stand-in")
+HISTORY = "epoch,train_loss,train_acc,lr,images_per_s,seconds,val_acc_raw,val_acc_ema\\n1,2.0,0.2,0.1,90.0,3.0,0.25,0.125\\n"  # as a run writes it
+
+def test_a_command_killed_mid_step_returns_the_step_so_far(tmp_path, standin):
+    "The device kills a command at its limit, which can come before --budget: the archive still holds paper500's history."
+    import os, signal, time
+    fake = tmp_path / "python"; fake.write_text(FAKE_PYTHON.replace("REAL", sys.executable)); fake.chmod(0o755)
+    work, out, run = tmp_path / "work", tmp_path / "out", tmp_path / "paper500"
+    (work / "results").mkdir(parents=True)  # the speed rows of an earlier command in this --work folder: padding was fastest
+    rows = [dict(ms_per_step=ms, nonfinite_steps=0, settings=dict(step="graph", **s))
+            for ms, s in [(10.0, {}), (9.0, dict(cudnn_benchmark=True)), (8.0, dict(cudnn_benchmark=True, channel_multiple=8))]]
+    (work / "results" / "step-bench.json").write_text(json.dumps(dict(rows=rows)))
+    p = subprocess.Popen(["bash", str(SCRIPT), str(out), "--smoke", "--budget", "300", "--data", str(standin), "--work", str(work),
+                          "--steps", "paper500"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                         env={**os.environ, "PYTHON": str(fake), "GPU_RUN_SNAPSHOT": "1", "GPU_RUN_PAPER500": str(run),
+                              "CONFIG": json.dumps(CONFIG), "HISTORY": HISTORY})
+    def archived():
+        try:
+            with tarfile.open(out / "gpu-results.tar.gz") as t: return t.extractfile("results/runs/paper500/history.csv").read().decode()
+        except (OSError, KeyError, tarfile.TarError): return None
+    try:
+        deadline = time.monotonic() + 120
+        while archived() is None and p.poll() is None and time.monotonic() < deadline: time.sleep(0.5)
+        assert p.poll() is None, p.stdout.read().decode()  # still training (the stand-in hangs) ...
+    finally:
+        os.killpg(p.pid, signal.SIGKILL); p.wait()  # ... when the whole command is killed, as at the device's limit
+        if (run / "pid").exists(): os.kill(int((run / "pid").read_text()), signal.SIGKILL)  # `timeout` ran it in a group of its own
+    assert archived() == HISTORY.replace("\\n", "\n")
+    steps = (out / "steps.txt").read_text()
+    assert "paper500 settings: --cudnn-benchmark true --channel-multiple 8" in steps and "done in" not in steps
+    argv = (run / "argv.txt").read_text()
+    assert "-p cudnn_benchmark True -p channel_multiple 8" in argv and "-p checkpoint_every 5" in argv, argv
+    # back here, the unfinished run is reported as such, and drawn as the longest run
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_results.py"), str(out / "gpu-results.tar.gz"), "--dest", str(tmp_path / "results"),
+                        "--figures", str(tmp_path / "figures")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "`paper500` (paper recipe, stand-in, fp32): unfinished, 1 of 2 epochs, best validation so far 25.00% raw / 12.50% EMA" in r.stdout
+    (dest,) = (tmp_path / "results").iterdir()
+    assert (dest / "runs" / "paper500" / "history.csv").exists() and (dest / "fig4_training_curves.png").exists()
