@@ -206,7 +206,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 # %% ../nbs/09b_bench_step.ipynb #d9ed02e5
 def fast_path_error(setting: Setting, device: torch.device | str = "cpu", width: int = 4, batch_size: int = 16,
                     dtype: torch.dtype = torch.float32, seed: int = 0) -> dict: # `seed` of the `random_batch`
-    "Relative errors (vs eager) of `setting`'s outputs, loss and gradients on one random batch, and the gradients' cosine."
+    "Relative errors (vs eager) of `setting`'s outputs, loss and gradients on one random batch, the gradients' cosine, the non-finite ones."
     device = torch.device(device)
     torch.manual_seed(0)
     ref = build_model("attnresnet", width=width, dropout=0.0).to(device, dtype)
@@ -222,7 +222,8 @@ def fast_path_error(setting: Setting, device: torch.device | str = "cpu", width:
     (o0, l0, g0), (o1, l1, g1) = results
     nonfinite = [n for n, p in fast.named_parameters() if not torch.isfinite(p.grad).all()]
     return dict(output=_rel(o1, o0), loss=_rel(l1, l0), grad=_rel(g1, g0),
-                grad_cosine=F.cosine_similarity(g1.double(), g0.double(), 0).item(), nonfinite_grads=nonfinite)
+                grad_cosine=F.cosine_similarity(g1.double(), g0.double(), 0).item(), nonfinite_grads=nonfinite,
+                nonfinite_origin=nonfinite[-1] if nonfinite else None)  # the one nearest the loss: backward went wrong there first
 
 # %% ../nbs/09b_bench_step.ipynb #3b70b9f7
 def trainer_splits(n: int, synthetic: bool = False, seed: int = 0) -> Splits:
