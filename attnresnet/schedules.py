@@ -4,14 +4,14 @@
 
 # %% ../nbs/05c_schedules.ipynb #bccbe7e4
 from __future__ import annotations
-import math
+import math, warnings
 from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 # %% auto #0
-__all__ = ['lr_factor', 'LRSchedule', 'ema_update', 'ema_decay_at']
+__all__ = ['lr_factor', 'LRSchedule', 'step_scheduler', 'ema_update', 'ema_decay_at']
 
 # %% ../nbs/05c_schedules.ipynb #33c88004
 def lr_factor(step: int, steps_per_epoch: int, epochs: int, schedule: str = "cosine", warmup_epochs: float = 0.0) -> float:
@@ -35,6 +35,13 @@ class LRSchedule:
     warmup_epochs: float = 0.0  # linear warm-up from 0 first
 
     def __call__(self, step: int) -> float: return lr_factor(step, self.steps_per_epoch, self.epochs, self.shape, self.warmup_epochs)
+
+# %% ../nbs/05c_schedules.ipynb #9950144d
+def step_scheduler(scheduler, times: int = 1):
+    "Step `scheduler` `times` times without torch's warning that `optimizer.step()` never ran (the graph step's SGD bypasses it)."
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`", UserWarning)
+        for _ in range(times): scheduler.step()
 
 # %% ../nbs/05c_schedules.ipynb #6f657a07
 @torch.no_grad()

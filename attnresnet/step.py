@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_step.ipynb #0b43eefc
 from __future__ import annotations
-import argparse, itertools, json, tempfile, time, warnings
+import argparse, itertools, json, tempfile, time
 from pathlib import Path
 import torch
 from torch import nn
@@ -17,7 +17,7 @@ from .config import _CHOICES, device_name
 from .runs import RunDir
 from .helpers import write_json, write_text_atomic
 from .evaluate import prepare_batch
-from .schedules import ema_decay_at
+from .schedules import ema_decay_at, step_scheduler
 
 # %% auto #0
 __all__ = ['STEP_MODES', 'PAPER_STEPS', 'EXACT_SETTINGS', 'resolve_step', 'epoch_batches', 'draw_mix', 'apply_mix',
@@ -246,9 +246,7 @@ class GraphStep:
         tr = self.tr
         tr.steps += self.steps
         if tr.epoch < tr.swa_epoch:
-            with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": the steps ran, through torch.optim.sgd.sgd
-                warnings.simplefilter("ignore", UserWarning)
-                for _ in range(self.steps): tr.scheduler.step()  # a few milliseconds per epoch, and the scheduler's state exactly
+            step_scheduler(tr.scheduler, self.steps)  # a few milliseconds per epoch, and the scheduler's state exactly
 
     def _state(self) -> list[torch.Tensor]:
         "Every tensor a step changes (weights, statistics, momentum, averages, counters), for putting back what warm-up changed."

@@ -18,7 +18,7 @@ from .config import TrainConfig, NORMALIZATIONS, make_augment, model_kwargs, res
 from .runs import RunDir, RunRefused, environment
 from .evaluate import (autocast, prepare_batch, predict_views, average_views, evaluation_precision, accuracy,
                                  device_accuracy, classification_metrics, authors_measure)
-from .schedules import LRSchedule, ema_update, ema_decay_at
+from .schedules import LRSchedule, ema_update, ema_decay_at, step_scheduler
 from .distributed import Distributed, rank_batch, check_batch, sync_batchnorm
 
 # %% auto #0
@@ -170,8 +170,7 @@ class Trainer:
                 if progress is not None: progress.update(1)
         if self.swa_model is not None and self.epoch >= self.swa_epoch:
             self.swa_model.update_parameters(self.model)
-            with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": the graph step's SGD is torch.optim.sgd.sgd
-                warnings.simplefilter("ignore", UserWarning); self.swa_scheduler.step()
+            step_scheduler(self.swa_scheduler)  # after the graph step's SGD too, which is not `optimizer.step()`
         n = torch.tensor(float(n_img), device=self.device)
         if self.dist.active:  # the epoch's numbers over every process: one all-reduce
             total, correct, n, nonfinite = self.dist.all_sum(torch.stack([total, correct, n, nonfinite]))
