@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from .helpers import is_int
 
 # %% auto #0
-__all__ = ['AUGMENT_PRESETS', 'to_device', 'to_float', 'normalize', 'translation_matrix', 'flip_matrix', 'rotation_matrix',
-           'homography', 'warp', 'crop_flip', 'perspective_points', 'perspective_matrices', 'geometry_matrices',
-           'random_geometry', 'grayscale', 'rgb_to_hsv', 'hsv_to_rgb', 'color_params', 'apply_color', 'color_jitter',
-           'cutout', 'Augment', 'torchvision_apply', 'soft_targets', 'check_mix_probs', 'mixup', 'cutmix_box', 'cutmix',
-           'mix_batch']
+__all__ = ['MAX_CROP_PAD', 'MAX_CUTOUT', 'AUGMENT_PRESETS', 'to_device', 'to_float', 'normalize', 'translation_matrix',
+           'flip_matrix', 'rotation_matrix', 'homography', 'warp', 'crop_flip', 'perspective_points',
+           'perspective_matrices', 'geometry_matrices', 'random_geometry', 'grayscale', 'rgb_to_hsv', 'hsv_to_rgb',
+           'color_params', 'apply_color', 'color_jitter', 'cutout', 'Augment', 'torchvision_apply', 'soft_targets',
+           'check_mix_probs', 'mixup', 'cutmix_box', 'cutmix', 'mix_batch']
 
 # %% ../nbs/03_augment.ipynb #5801f12d
 def _rand(*shape, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -235,6 +235,7 @@ def cutout(x: torch.Tensor,  # float images (B, C, H, W)
 _AUGMENT_OFF = dict(crop_pad=0, flip=False, rotate=0.0, perspective=0.0, perspective_p=0.5,
                     brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, color_order="random", resample="torchvision",
                     cutout=0)
+MAX_CROP_PAD, MAX_CUTOUT = 15, 63  # pixels: the largest crop padding and Cutout square accepted (TrainConfig checks them too)
 
 AUGMENT_PRESETS = {
     "none": {},
@@ -251,7 +252,7 @@ def _check_config(c: dict):
     "Raise ValueError naming the first out-of-range augmentation setting."
     def need(ok, name, rule):
         if not ok: raise ValueError(f"augment setting {name}={c[name]!r} is invalid: must be {rule}")
-    need(is_int(c["crop_pad"]) and 0 <= c["crop_pad"] < 16, "crop_pad", "an int in [0, 16)")
+    need(is_int(c["crop_pad"]) and 0 <= c["crop_pad"] <= MAX_CROP_PAD, "crop_pad", f"an int in [0, {MAX_CROP_PAD}]")
     need(isinstance(c["flip"], bool), "flip", "True or False")
     need(0 <= c["rotate"] <= 180, "rotate", "in [0, 180] degrees")
     need(0 <= c["perspective"] < 1, "perspective", "in [0, 1)")
@@ -260,7 +261,7 @@ def _check_config(c: dict):
     need(0 <= c["hue"] <= 0.5, "hue", "in [0, 0.5]")
     need(c["resample"] in ("torchvision", "single"), "resample", "'torchvision' (step by step, as the authors) or 'single'")
     need(c["color_order"] in ("random", "fixed"), "color_order", "'random' (per image, as ColorJitter) or 'fixed'")
-    need(is_int(c["cutout"]) and 0 <= c["cutout"] < 64, "cutout", "an int in [0, 64): the side of the square in pixels (0: off)")
+    need(is_int(c["cutout"]) and 0 <= c["cutout"] <= MAX_CUTOUT, "cutout", f"an int in [0, {MAX_CUTOUT}]: the side of the square in pixels (0: off)")
 
 # %% ../nbs/03_augment.ipynb #fe0f964a
 class Augment:

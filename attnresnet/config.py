@@ -11,7 +11,7 @@ from fastcore.docments import docments
 import torch
 from .helpers import check_names
 from .models import MODELS, PAPER_WIDTH, check_wrn_depth
-from .augment import Augment, AUGMENT_PRESETS, check_mix_probs
+from .augment import Augment, AUGMENT_PRESETS, MAX_CROP_PAD, MAX_CUTOUT, check_mix_probs
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'NORMALIZATIONS', 'LR_SCHEDULES', 'RECIPES', 'SEED_LIMIT', 'MODEL_PARAMETERS', 'AUTHORS_PROTOCOL',
@@ -163,8 +163,8 @@ def _check_rules(c: TrainConfig):
     if c.model == "wrn" and c.channel_multiple != 1:
         raise ValueError(f"channel_multiple={c.channel_multiple!r}: model='wrn' cannot be padded (its widths are multiples of 16 already); use 1")
     check_mix_probs(c.mixup_prob, c.cutmix_prob)
-    if not -1 <= c.crop_pad < 16: raise ValueError(f"crop_pad={c.crop_pad}: -1 (the augment preset's) or a padding of 0-15 pixels")
-    if c.cutout >= 64: raise ValueError(f"cutout={c.cutout}: the square's side must be less than 64 pixels (0: no cutout)")
+    if not -1 <= c.crop_pad <= MAX_CROP_PAD: raise ValueError(f"crop_pad={c.crop_pad}: -1 (the augment preset's) or a padding of 0-{MAX_CROP_PAD} pixels")
+    if c.cutout > MAX_CUTOUT: raise ValueError(f"cutout={c.cutout}: the square's side must be at most {MAX_CUTOUT} pixels (0: no cutout)")
     if c.flip_alternate and not AUGMENT_PRESETS[c.augment].get("flip"):
         raise ValueError(f"flip_alternate=True alternates the flips of augment={c.augment!r}, which has none; use augment='basic' or 'advanced'")
     if c.flip_alternate and c.val_augment:
