@@ -15,10 +15,10 @@ from .data import REPO_DIR
 
 # %% auto #0
 __all__ = ['ABLATIONS', 'ABLATION_NAMES', 'RUNNERS', 'ABLATION_HEADERS', 'PAPER_TABLE2', 'SWEEP_AXES', 'SWEEP_HEADERS',
-           'CONCURRENCY_HEADERS', 'Ablation', 'claims_table', 'Run', 'ablation_runs', 'run_command', 'grid_command',
-           'write_commands', 'run_grid', 'collect_results', 'diverged_runs', 't_quantile', 'describe', 'mean_std',
-           'ablation_table', 'scale_note', 'specifications_table', 'per_class_table', 'write_table', 'is_paper_recipe',
-           'longest_run', 'run_note', 'sweep_runs', 'sweep_table', 'write_sweep_table', 'run_sweep',
+           'CONCURRENCY_HEADERS', 'Ablation', 'claims_table', 'Run', 'make_run', 'ablation_runs', 'run_command',
+           'grid_command', 'write_commands', 'run_grid', 'collect_results', 'diverged_runs', 't_quantile', 'describe',
+           'mean_std', 'ablation_table', 'scale_note', 'specifications_table', 'per_class_table', 'write_table',
+           'is_paper_recipe', 'longest_run', 'run_note', 'sweep_runs', 'sweep_table', 'write_sweep_table', 'run_sweep',
            'measure_concurrency']
 
 # %% ../nbs/07_study.ipynb #7662ea23
@@ -66,6 +66,14 @@ class Run:
     @property
     def done(self) -> bool: return RunDir(self.run_dir).finished
 
+# %% ../nbs/07_study.ipynb #da2b79d5
+def make_run(runs_dir, name: str, seed: int, **params) -> Run:
+    "Run `name` with `seed` in `runs_dir/name/seed<k>`, without progress bars; its parameters checked before any run starts."
+    params = {**params, "seed": seed, "run_dir": str(Path(runs_dir) / name / f"seed{seed}"), "progress": False}
+    make_config(params)  # a bad value stops the whole grid here, not after the runs before it have trained
+    return Run(name, seed, params)
+
+# %% ../nbs/07_study.ipynb #ab30f461
 def _scaled(ablation: Ablation, base_width: int) -> dict:
     defaults = TrainConfig.__dataclass_fields__
     out = dict(ablation.changes)
@@ -84,10 +92,8 @@ def ablation_runs(runs_dir="runs/ablations", epochs: int = 500, train_subset: in
     runs = []
     for seed in range(seeds):  # seed-major: every configuration gets seed k before any gets seed k + 1
         for a in (a for a in ABLATIONS if a.name in names):
-            params = dict(epochs=epochs, train_subset=train_subset, data=str(data), seed=seed, **extra, **_scaled(a, base_width),
-                          run_dir=str(Path(runs_dir) / a.name / f"seed{seed}"), progress=False)
-            make_config(params)  # every run is valid before the first one starts
-            runs.append(Run(a.name, seed, params))
+            runs.append(make_run(runs_dir, a.name, seed, epochs=epochs, train_subset=train_subset, data=str(data), **extra,
+                                 **_scaled(a, base_width)))
     return runs
 
 # %% ../nbs/07_study.ipynb #7602798b
@@ -404,9 +410,7 @@ def sweep_runs(runs_dir="runs/sweep", time_budget: float = 120.0, seeds: int = 1
     runs = []
     for seed in range(seeds):
         for name, change in settings:
-            params = {**common, "seed": seed, **change, "run_dir": str(Path(runs_dir) / name / f"seed{seed}"), "progress": False}
-            make_config(params)  # every run is valid before the first one starts
-            runs.append(Run(name, seed, params))
+            runs.append(make_run(runs_dir, name, seed, **common, **change))
     return runs
 
 # %% ../nbs/07_study.ipynb #90051fe8
@@ -454,10 +458,8 @@ def measure_concurrency(runs_dir, jobs=(1, 2, 4), runner: str = "python", gpu=0,
     check_names(params, TrainConfig.__dataclass_fields__, "training parameter")
     for j in jobs: check_positive_int("jobs", j)
     if len(set(jobs)) != len(jobs): raise ValueError(f"jobs={jobs!r}: give each count once (a repeat would find its runs finished)")
-    batches = [[Run(f"jobs{j}", k, {**params, "seed": k, "run_dir": str(Path(runs_dir) / f"jobs{j}" / f"seed{k}"), "progress": False})
-                for k in range(j)] for j in jobs]
-    for runs in batches:  # every run is valid, and none finished, before the first one starts
-        for r in runs: make_config(r.params)
+    batches = [[make_run(runs_dir, f"jobs{j}", k, **params) for k in range(j)] for j in jobs]  # each checked here
+    for runs in batches:  # and none finished, before the first one starts
         if any(RunDir(r.run_dir).finished for r in runs):  # run_grid would skip them, and the wall time would mean nothing
             raise ValueError(f"{runs[0].run_dir.parent} holds finished runs: measure into a new runs_dir")
     rows = []
