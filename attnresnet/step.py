@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_step.ipynb #0b43eefc
 from __future__ import annotations
-import argparse, itertools, json, tempfile, time
+import argparse, dataclasses, itertools, json, tempfile, time
 from pathlib import Path
 import torch
 from torch import nn
@@ -13,16 +13,16 @@ from torch.optim.sgd import sgd as functional_sgd
 from torch.utils._python_dispatch import TorchDispatchMode
 from .augment import Augment, crop_flip, cutout, warp, rotation_matrix, perspective_matrices, grayscale, to_float
 from .augment import _blend, _hue, _rand, _beta, _perm, cutmix_box, check_mix_probs  # the pieces `mix_batch`, `apply_color` use
-from .config import _CHOICES, device_name
+from .config import _CHOICES, TrainConfig, device_name
 from .runs import RunDir
 from .helpers import write_json, write_text_atomic
 from .evaluate import prepare_batch
 from .schedules import ema_decay_at, step_scheduler
 
 # %% auto #0
-__all__ = ['STEP_MODES', 'PAPER_STEPS', 'EXACT_SETTINGS', 'resolve_step', 'epoch_batches', 'draw_mix', 'apply_mix',
-           'draw_augment', 'apply_augment', 'NoHostSync', 'GraphStep', 'step_benchmark', 'step_table', 'fastest_exact',
-           'main']
+__all__ = ['STEP_MODES', 'PAPER_STEPS', 'EVAL_BATCHES', 'EXACT_SETTINGS', 'SPEED_SETTINGS', 'resolve_step', 'epoch_batches',
+           'draw_mix', 'apply_mix', 'draw_augment', 'apply_augment', 'NoHostSync', 'GraphStep', 'step_benchmark',
+           'step_table', 'fastest_exact', 'fastest_eval_batch', 'main']
 
 # %% ../nbs/12_step.ipynb #297eb1af
 STEP_MODES = _CHOICES["step"]  # TrainConfig.step's choices: "auto", "graph", "eager"
@@ -287,6 +287,7 @@ class GraphStep:
 
 # %% ../nbs/12_step.ipynb #fc648946
 PAPER_STEPS = 45_000 // 128  # optimiser steps in one epoch of the paper's recipe (90% of CIFAR-10's training images, batch 128)
+EVAL_BATCHES = (250, 1000, 2500)  # evaluation batch sizes the full trainer's row times validation at (250: TrainConfig's default)
 
 def step_benchmark(device: str = "cuda", width: int = 31, batch: int = 128, steps: int = 50, val_images: int = 5000,
                    compile: bool = True, quick: bool = False, log=None) -> tuple[list[dict], dict]:
@@ -324,10 +325,17 @@ def step_benchmark(device: str = "cuda", width: int = 31, batch: int = 128, step
                 t0 = time.perf_counter(); r = tr.run_epoch(); total = time.perf_counter() - t0
                 val_s = total - r["seconds"]
                 t0 = time.perf_counter(); tr.save_checkpoints(); checkpoint_s = time.perf_counter() - t0  # best.pt too: the best changed
+                by_batch = {}
+                for n in EVAL_BATCHES:  # the validation alone at other evaluation batch sizes: the same function, fewer launches
+                    tr.config = dataclasses.replace(tr.config, eval_batch_size=n)
+                    tr.validate()  # warm-up: cuDNN's plans for the new shape
+                    t0 = time.perf_counter(); tr.validate(); by_batch[n] = time.perf_counter() - t0  # validate reads its result: synchronised
             row.update(ms_per_step=1000 * r["seconds"] / steps, s_per_epoch=r["seconds"] * PAPER_STEPS / steps + val_s * 5000 / max(val_images, 1),
                        nonfinite_steps=tr.graph_step.nonfinite.item() if tr.graph_step is not None else None, checkpoint_s=checkpoint_s,
+                       val_s_by_eval_batch=by_batch,
                        notes=f"validation {val_s:.2f} s for {val_images:,} images (scaled to 5,000 in s/epoch); "
-                             f"a checkpoint {checkpoint_s:.2f} s (not in s/epoch: checkpoint_every)")
+                             f"a checkpoint {checkpoint_s:.2f} s (not in s/epoch: checkpoint_every); validation alone at eval batch "
+                             + ", ".join(f"{n}: {t:.3f} s" for n, t in by_batch.items()))
         except Exception as e: row.update(notes=failed(e))
         return row
 
@@ -376,6 +384,18 @@ def fastest_exact(rows: list[dict], margin: float = 0.03) -> dict:
     if best["ms_per_step"] >= (1 - margin) * plain["ms_per_step"]: return {}
     return {k: v for k, v in best["settings"].items() if k != "step"}
 
+# %% ../nbs/12_step.ipynb #72521e28
+SPEED_SETTINGS = (*EXACT_SETTINGS, "eval_batch_size")  # what `fastest_exact` and `fastest_eval_batch` choose for a long run
+
+def fastest_eval_batch(rows: list[dict], margin: float = 0.03) -> dict:
+    "`eval_batch_size` of the full trainer row's fastest validation, if it beats `TrainConfig`'s default by more than `margin`."
+    timed = next((r["val_s_by_eval_batch"] for r in rows if r.get("val_s_by_eval_batch")), {})
+    timed = {int(n): s for n, s in timed.items()}  # keys are strings once written as JSON
+    default = TrainConfig.__dataclass_fields__["eval_batch_size"].default
+    if default not in timed: return {}
+    best = min(timed, key=timed.get)
+    return dict(eval_batch_size=best) if timed[best] < (1 - margin) * timed[default] else {}
+
 # %% ../nbs/12_step.ipynb #93d346a1
 def _flag(name: str, value) -> str:
     "One `python -m attnresnet.train` option: `--name value`, booleans as true/false."
@@ -393,13 +413,13 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile row (compiling costs a minute or more)")
     p.add_argument("--smoke", action="store_true", help="a toy run on the CPU: width 4, batch 16, 2 steps, no compile (for the test suite)")
     p.add_argument("--out", metavar="FILE", help="also write the table to FILE (and its numbers to FILE with .json), row by row")
-    p.add_argument("--fastest", metavar="JSON", help="only print the training options of the fastest exact setting in an --out "
-                   "JSON file (fastest_exact; nothing when none beats the plain graph) and exit")
+    p.add_argument("--fastest", metavar="JSON", help="only print the training options of the fastest exact setting and evaluation "
+                   "batch in an --out JSON file (fastest_exact, fastest_eval_batch; nothing when none beats the default) and exit")
     a = p.parse_args(argv)
     if a.fastest:
         try: rows = json.loads(Path(a.fastest).read_text())["rows"]
         except (OSError, ValueError, KeyError) as e: p.error(f"--fastest {a.fastest}: not the JSON file of an --out ({e})")
-        text = " ".join(_flag(k, v) for k, v in fastest_exact(rows).items())
+        text = " ".join(_flag(k, v) for k, v in {**fastest_exact(rows), **fastest_eval_batch(rows)}.items())
         print(text)
         return text
     if a.smoke: a.device, a.width, a.batch_size, a.steps, a.val_images, a.no_compile = "cpu", 4, 16, 2, 32, True

@@ -61,7 +61,7 @@
 #              bash scripts/gpu_run.sh $OUT --steps paper500 --budget SECONDS --work runs/gpu-work
 #            (the second repeated until runs/paper500/metrics.json exists); history, config and metrics come back in
 #            the archive. A new run takes the fastest exact setting of the speed rows in the same --work folder
-#            (python -m attnresnet.step --fastest: cudnn.benchmark, padded channels, matmul attention); a resumed
+#            (python -m attnresnet.step --fastest: cudnn.benchmark, padded channels, matmul attention, the evaluation batch); a resumed
 #            run keeps its own
 set -uo pipefail
 
@@ -308,10 +308,10 @@ if [ $SMOKE = 0 ] && want compile; then
 fi
 # paper500: the paper's recipe, 500 epochs, resumed from runs/paper500/last.pt by the next command that names this step
 if want paper500; then
-  # the exact settings (attnresnet.step.EXACT_SETTINGS) a started run has, else the fastest the speed rows measured
+  # the speed settings (attnresnet.step.SPEED_SETTINGS) a started run has, else the fastest the speed rows measured
   if [ -f "$P500/config.json" ]; then
-    EXACT=$($PY -c 'import json, sys; from attnresnet.step import EXACT_SETTINGS, _flag
-p = json.load(open(sys.argv[1]))["parameters"]; print(" ".join(_flag(k, p[k]) for k in EXACT_SETTINGS if k in p))' "$P500/config.json")
+    EXACT=$($PY -c 'import json, sys; from attnresnet.step import SPEED_SETTINGS, _flag
+p = json.load(open(sys.argv[1]))["parameters"]; print(" ".join(_flag(k, p[k]) for k in SPEED_SETTINGS if k in p))' "$P500/config.json")
   elif [ -f "$RES/step-bench.json" ]; then EXACT=$($PY -m attnresnet.step --fastest "$RES/step-bench.json")
   else EXACT=""; fi
   echo "paper500 settings: ${EXACT:-the plain graph step (no speed rows measured)}" | tee -a "$RES/steps.txt"

@@ -84,8 +84,9 @@ esac
 exec REAL "$@"
 """
 
-CONFIG = dict(parameters=dict(model="attnresnet", recipe="paper", epochs=2), environment=dict(device_name="stand-in"), precision="fp32",
-              splits=dict(train=270, val=30, test=100), data_source="stand-in")
+CONFIG = dict(parameters=dict(model="attnresnet", recipe="paper", epochs=2, cudnn_benchmark=True, channel_multiple=8, attention_matmul=False,
+                              eval_batch_size=1000), environment=dict(device_name="stand-in"), precision="fp32",
+              splits=dict(train=270, val=30, test=100), data_source="stand-in")  # as the first command's run records it
 HISTORY = "epoch,train_loss,train_acc,lr,images_per_s,seconds,val_acc_raw,val_acc_ema\\n1,2.0,0.2,0.1,90.0,3.0,0.25,0.125\\n"  # as a run writes it
 
 def test_a_command_killed_mid_step_returns_the_step_so_far(tmp_path, standin):
@@ -96,27 +97,30 @@ def test_a_command_killed_mid_step_returns_the_step_so_far(tmp_path, standin):
     (work / "results").mkdir(parents=True)  # the speed rows of an earlier command in this --work folder: padding was fastest
     rows = [dict(ms_per_step=ms, nonfinite_steps=0, settings=dict(step="graph", **s))
             for ms, s in [(10.0, {}), (9.0, dict(cudnn_benchmark=True)), (8.0, dict(cudnn_benchmark=True, channel_multiple=8))]]
+    rows.append(dict(row="full trainer", val_s_by_eval_batch={"250": 0.2, "1000": 0.1, "2500": 0.15}))
     (work / "results" / "step-bench.json").write_text(json.dumps(dict(rows=rows)))
-    p = subprocess.Popen(["bash", str(SCRIPT), str(out), "--smoke", "--budget", "300", "--data", str(standin), "--work", str(work),
-                          "--steps", "paper500"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                         env={**os.environ, "PYTHON": str(fake), "GPU_RUN_SNAPSHOT": "1", "GPU_RUN_PAPER500": str(run),
-                              "CONFIG": json.dumps(CONFIG), "HISTORY": HISTORY})
     def archived():
         try:
             with tarfile.open(out / "gpu-results.tar.gz") as t: return t.extractfile("results/runs/paper500/history.csv").read().decode()
         except (OSError, KeyError, tarfile.TarError): return None
-    try:
-        deadline = time.monotonic() + 120
-        while archived() is None and p.poll() is None and time.monotonic() < deadline: time.sleep(0.5)
-        assert p.poll() is None, p.stdout.read().decode()  # still training (the stand-in hangs) ...
-    finally:
-        os.killpg(p.pid, signal.SIGKILL); p.wait()  # ... when the whole command is killed, as at the device's limit
-        if (run / "pid").exists(): os.kill(int((run / "pid").read_text()), signal.SIGKILL)  # `timeout` ran it in a group of its own
+    def command(ready):  # gpu_run.sh --steps paper500 until `ready()`, then killed whole, as at the device's limit
+        p = subprocess.Popen(["bash", str(SCRIPT), str(out), "--smoke", "--budget", "300", "--data", str(standin), "--work", str(work),
+                              "--steps", "paper500"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                             env={**os.environ, "PYTHON": str(fake), "GPU_RUN_SNAPSHOT": "1", "GPU_RUN_PAPER500": str(run),
+                                  "CONFIG": json.dumps(CONFIG), "HISTORY": HISTORY})
+        try:
+            deadline = time.monotonic() + 120
+            while not ready() and p.poll() is None and time.monotonic() < deadline: time.sleep(0.5)
+            assert p.poll() is None, p.stdout.read().decode()  # still training (the stand-in hangs) ...
+        finally:
+            os.killpg(p.pid, signal.SIGKILL); p.wait()  # ... when the whole command is killed
+            if (run / "pid").exists(): os.kill(int((run / "pid").read_text()), signal.SIGKILL)  # `timeout` ran it in a group of its own
+    command(lambda: archived() is not None)
     assert archived() == HISTORY.replace("\\n", "\n")
     steps = (out / "steps.txt").read_text()
-    assert "paper500 settings: --cudnn-benchmark true --channel-multiple 8" in steps and "done in" not in steps
+    assert "paper500 settings: --cudnn-benchmark true --channel-multiple 8 --eval-batch-size 1000" in steps and "done in" not in steps
     argv = (run / "argv.txt").read_text()
-    assert "-p cudnn_benchmark True -p channel_multiple 8" in argv and "-p checkpoint_every 5" in argv, argv
+    assert "-p cudnn_benchmark True -p channel_multiple 8 -p eval_batch_size 1000" in argv and "-p checkpoint_every 5" in argv, argv
     # back here, the unfinished run is reported as such, and drawn as the longest run
     r = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_results.py"), str(out / "gpu-results.tar.gz"), "--dest", str(tmp_path / "results"),
                         "--figures", str(tmp_path / "figures")], capture_output=True, text=True, timeout=120)
@@ -124,3 +128,8 @@ def test_a_command_killed_mid_step_returns_the_step_so_far(tmp_path, standin):
     assert "`paper500` (paper recipe, stand-in, fp32): unfinished, 1 of 2 epochs, best validation so far 25.00% raw / 12.50% EMA" in r.stdout
     (dest,) = (tmp_path / "results").iterdir()
     assert (dest / "runs" / "paper500" / "history.csv").exists() and (dest / "fig4_training_curves.png").exists()
+    # the next command resumes the run with the settings its config.json records, whatever the speed rows say
+    (run / "argv.txt").unlink()
+    command(lambda: (run / "argv.txt").exists())
+    argv = (run / "argv.txt").read_text()
+    assert "-p cudnn_benchmark True -p channel_multiple 8 -p attention_matmul False -p eval_batch_size 1000" in argv, argv
