@@ -135,6 +135,7 @@ def main(argv=None):
         longest = max(runs, key=lambda r: len(r.history))  # an unfinished paper500 too, when it trained the most epochs
         rec = longest.config_record
         ax = plot_history(longest.history, curve_title(longest), reference=load_reference())  # the authors' 500-epoch curve beside it
+        if not longest.finished: ax.set_xlim(0, rec["parameters"]["epochs"])  # the planned length: how far the run got
         ax.figure.set_size_inches(13, 6); ax.figure.subplots_adjust(left=0.06, right=0.94, bottom=0.33)
         ax.figure.text(0.01, 0.01, f"{rec['splits']['train']:,} training / {rec['splits']['val']:,} validation images of "
                        f"{rec['data_source'].split(' (')[0]}; {longest.path.name}", fontsize=7, color="#555555")
