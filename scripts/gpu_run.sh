@@ -309,12 +309,13 @@ fi
 # paper500: the paper's recipe, 500 epochs, resumed from runs/paper500/last.pt by the next command that names this step
 if want paper500; then
   # the speed settings (attnresnet.step.SPEED_SETTINGS) a started run has, else the fastest the speed rows measured
-  if [ -f "$P500/config.json" ]; then
+  if [ -f "$P500/config.json" ]; then WHY="the run's own, from its config.json"
     EXACT=$($PY -c 'import json, sys; from attnresnet.step import SPEED_SETTINGS, _flag
 p = json.load(open(sys.argv[1]))["parameters"]; print(" ".join(_flag(k, p[k]) for k in SPEED_SETTINGS if k in p))' "$P500/config.json")
-  elif [ -f "$RES/step-bench.json" ]; then EXACT=$($PY -m attnresnet.step --fastest "$RES/step-bench.json")
-  else EXACT=""; fi
-  echo "paper500 settings: ${EXACT:-the plain graph step (no speed rows measured)}" | tee -a "$RES/steps.txt"
+  elif [ -f "$RES/step-bench.json" ]; then WHY="the fastest of the speed rows in step-bench.json"
+    EXACT=$($PY -m attnresnet.step --fastest "$RES/step-bench.json")
+  else EXACT=""; WHY="no speed rows measured in this --work folder"; fi
+  echo "paper500 settings: ${EXACT:-the defaults of TrainConfig} ($WHY)" | tee -a "$RES/steps.txt"
   train_run paper500 $(( $(left) - 20 )) "$P500" --data "$DATA" --device $DEVICE "${TRAIN[@]}" --epochs $P500_EPOCHS --progress true \
     --checkpoint-every 5 $EXACT  # a checkpoint every 5 epochs (and after the last): a stop at the time limit redoes at most 4
   progress
