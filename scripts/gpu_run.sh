@@ -214,7 +214,7 @@ import time; t = time.perf_counter()
 from attnresnet.splits import load_splits
 s = load_splits('$DATA'); print(s.summary()); print(f'decoded and split in {time.perf_counter() - t:.1f} s')" || exit 1
 
-want tests && step tests 150 $PY -m pytest "${TESTS[@]}"
+want tests && step tests 200 $PY -m pytest "${TESTS[@]}"
 want speed && step speed $([ $SMOKE = 1 ] && echo 150 || echo 300) $PY -m attnresnet.step "${SPEED[@]}" --out "$RES/step-bench.md"
 want bench && step bench 120 $PY -m attnresnet.bench "${BENCH[@]}" --no-compile --profile "$RES/profile.txt" --out "$RES/bench.md"
 
