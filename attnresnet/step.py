@@ -396,11 +396,12 @@ def fastest_eval_batch(rows: list[dict], margin: float = 0.03) -> dict:
     best = min(timed, key=timed.get)
     return dict(eval_batch_size=best) if timed[best] < (1 - margin) * timed[default] else {}
 
-# %% ../nbs/12_step.ipynb #93d346a1
+# %% ../nbs/12_step.ipynb #b2576215
 def _flag(name: str, value) -> str:
     "One `python -m attnresnet.train` option: `--name value`, booleans as true/false."
     return f"--{name.replace('_', '-')} {str(value).lower() if isinstance(value, bool) else value}"
 
+# %% ../nbs/12_step.ipynb #93d346a1
 def main(argv: list[str] | None = None) -> str:
     "`python -m attnresnet.step`: the training step's benchmark (`step_benchmark`), a table printed last (and written with --out)."
     p = argparse.ArgumentParser(prog="python -m attnresnet.step", description="Benchmark the training step: eager, CUDA graph, "
