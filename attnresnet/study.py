@@ -4,13 +4,13 @@
 
 # %% ../nbs/07_study.ipynb #2e9478d7
 from __future__ import annotations
-import math, os, shlex, shutil, signal, statistics, subprocess, sys, tempfile, threading, time
+import json, math, os, shlex, shutil, signal, statistics, subprocess, sys, tempfile, threading, time
 from dataclasses import dataclass
 from pathlib import Path
 from .config import TrainConfig, make_config, AUTHORS_SETTINGS, AUTHORS_PROTOCOL
 from .runs import RunDir, code_version
 from .models import PARAMETER_BUDGET, PAPER_WIDTH
-from .helpers import markdown_table, check_positive_int, check_names
+from .helpers import markdown_table, check_positive_int, check_names, write_json
 from .data import REPO_DIR
 
 # %% auto #0
@@ -19,7 +19,7 @@ __all__ = ['ABLATIONS', 'ABLATION_NAMES', 'RUNNERS', 'ABLATION_HEADERS', 'PAPER_
            'grid_command', 'write_commands', 'run_grid', 'collect_results', 'diverged_runs', 't_quantile', 'describe',
            'mean_std', 'ablation_table', 'scale_note', 'specifications_table', 'per_class_table', 'write_table',
            'is_paper_recipe', 'longest_run', 'run_note', 'sweep_runs', 'sweep_table', 'write_sweep_table', 'run_sweep',
-           'measure_concurrency']
+           'measure_concurrency', 'best_concurrency']
 
 # %% ../nbs/07_study.ipynb #7662ea23
 @dataclass(frozen=True)
@@ -470,7 +470,15 @@ def measure_concurrency(runs_dir, jobs=(1, 2, 4), runner: str = "python", gpu=0,
         trained = sum(x["images_per_s"] * x["train_time_s"] for x in m)  # the images each run trained on, all epochs
         rows.append(dict(jobs=j, wall_s=f"{wall:.0f}", images_per_s=trained / wall, per_run=statistics.mean(x["images_per_s"] for x in m)))
     for r in rows: r["speedup"] = f"{r['images_per_s'] / rows[0]['images_per_s']:.2f}x"
+    write_json([{k: r[k] for k in ("jobs", "images_per_s", "per_run")} for r in rows], Path(runs_dir) / "concurrency.json")  # for `best_concurrency`
     rows = [{**r, "images_per_s": f"{r['images_per_s']:,.0f}", "per_run": f"{r['per_run']:,.0f}"} for r in rows]
     write_table(Path(runs_dir) / "concurrency.md", "Runs side by side on one GPU", rows, CONCURRENCY_HEADERS,
                 scale_note(collect_results(runs_dir)))
     return rows
+
+# %% ../nbs/07_study.ipynb #c1578452
+def best_concurrency(runs_dir, margin: float = 0.03) -> int:
+    "The number of runs at once with the most images/s in `measure_concurrency`'s `concurrency.json`, if more than `margin` above the fewest; else the fewest."
+    rows = sorted(json.loads((Path(runs_dir) / "concurrency.json").read_text()), key=lambda r: r["jobs"])
+    best = max(rows, key=lambda r: r["images_per_s"])
+    return best["jobs"] if best["images_per_s"] > (1 + margin) * rows[0]["images_per_s"] else rows[0]["jobs"]

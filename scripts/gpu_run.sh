@@ -19,7 +19,7 @@
 # --grid-epochs  epochs of every run of the ablation grid (default 20; 1 with --smoke): the grid's fixed budget,
 #                which names its folder, results/gpu/grid-<E>ep/
 # --grid-seeds   seeds per configuration the grid aims at (default 3); runs come seed by seed
-# --grid-jobs    grid runs at a time on the one GPU (default 1)
+# --grid-jobs    grid runs at a time on the one GPU (default auto: the concurrency step's best count, else 1)
 # --smoke   every step at toy scale on the CPU (about two minutes): the test suite runs this, so the script cannot rot
 #
 # Training runs go through the project's main job, `papermill nbs/train.ipynb` (the executed notebook stays in each
@@ -41,13 +41,14 @@
 #            (airbench comes as a wheel in .travel/, from scripts/travel.sh; with --smoke only the data export runs)
 #   train    the paper's recipe on the full data for E epochs, E chosen from a measured 1-epoch probe to end inside the box
 #   fast     the fast recipe (TrainConfig recipe="fast", time_budget), one run per seed while time is left
+#   concurrency (only when named) 1, 2 and 4 copies of one 2-epoch run of the paper's recipe at once on the GPU
+#            (attnresnet.study.measure_concurrency): whether 2 or 4 runs at once finish a grid sooner; concurrency/,
+#            whose best count (attnresnet.study.best_concurrency) the grid then takes unless --grid-jobs is given
 #   grid     the ablation grid (nbs/ablations.ipynb) at --grid-epochs, skipping the runs already committed in
 #            results/gpu/grid-<E>ep/, starting runs while they fit in the time left; scripts/gpu_results.py adds the
 #            new ones to that folder, so the grid fills up session by session (only when --steps names it); then
 #            nbs/report.ipynb draws the grid's figures and tables into grid-<E>ep/figures/ (Figure 4 from the longest run of
 #            the paper's recipe), which scripts/gpu_results.py makes the README's figures/
-#   concurrency (only when named) 1, 2 and 4 copies of one 2-epoch run of the paper's recipe at once on the GPU
-#            (attnresnet.study.measure_concurrency): whether --grid-jobs 2 or 4 finishes a grid sooner; concurrency/
 #   sweep    (only when named) the fast recipe one setting at a time (attnresnet.study.sweep_runs: learning rate, weight
 #            decay, batch size, epochs, then each short-run technique alone; six-view TTA beside the plain test) at
 #            --fast-budget seconds of training a run, seed by seed up to --fast-seeds,
@@ -69,7 +70,7 @@ usage() { sed -n '5,24p' "$0" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 OUT=$1; shift
 BUDGET=""; DATA=""; WORK=""; SMOKE=0; STEPS=tests,speed,bench,peer,train,fast,compile; FAST_BUDGET=""; FAST_SEEDS=""
-GRID_EPOCHS=""; GRID_SEEDS=3; GRID_JOBS=1
+GRID_EPOCHS=""; GRID_SEEDS=3; GRID_JOBS=auto
 while [ $# -gt 0 ]; do
   case $1 in
     --budget) BUDGET=${2:?--budget needs seconds}; shift 2 ;;
@@ -99,7 +100,7 @@ fi
 [ -n "$FAST_BUDGET" ] || FAST_BUDGET=$([ $SMOKE = 1 ] && echo 4 || echo 120)
 [ -n "$FAST_SEEDS" ] || FAST_SEEDS=$([ $SMOKE = 1 ] && echo 1 || echo 3)
 [ -n "$GRID_EPOCHS" ] || GRID_EPOCHS=$([ $SMOKE = 1 ] && echo 1 || echo 20)
-for v in GRID_EPOCHS GRID_SEEDS GRID_JOBS; do
+for v in GRID_EPOCHS GRID_SEEDS $([ "$GRID_JOBS" = auto ] || echo GRID_JOBS); do
   [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "gpu_run.sh: --$(echo ${v,,} | tr _ -) ${!v}: give a whole number from 1" >&2; exit 2; }
 done
 [[ "$BUDGET" =~ ^[0-9]+$ ]] && [ "$BUDGET" -ge 60 ] || { echo "gpu_run.sh: --budget $BUDGET: give at least 60 seconds" >&2; exit 2; }
@@ -261,10 +262,24 @@ if want fast; then
   done
 fi
 
+# concurrency: the same short run 1, 2 and 4 times at once on the one GPU; the table says which --grid-jobs pays
+if want concurrency; then
+  box=$(( $(left) - RESERVE_COMPILE - 10 ))
+  if [ $SMOKE = 1 ]; then SCALE='{"width": 4, "batch_size": 32, "epochs": 1}'; JOBS='[2]'; else SCALE='{"epochs": 2}'; JOBS='[1, 2, 4]'; fi
+  step concurrency "$box" $PY -c 'import json, sys; from attnresnet.study import measure_concurrency
+runs_dir, data, device, runner, jobs, scale = sys.argv[1:]
+measure_concurrency(runs_dir, json.loads(jobs), runner, gpu=0 if device == "cuda" else None, data=data, device=device, **json.loads(scale))' \
+    "$RES/concurrency" "$DATA" $DEVICE $([ $SMOKE = 1 ] && echo python || echo $JOB) "$JOBS" "$SCALE"  # smoke: python -m, quicker
+fi
+
 # grid: the committed runs of this budget come along and are skipped; new runs start while they fit in the time left
 if want grid; then
   GRID=grid-${GRID_EPOCHS}ep; mkdir -p "$RES/$GRID"; REPORT_BOX=120  # the report after the grid: seconds kept for it
   [ -d "$REPO/results/gpu/$GRID" ] && cp -r "$REPO/results/gpu/$GRID/." "$RES/$GRID/"
+  if [ "$GRID_JOBS" = auto ]; then  # the concurrency step's best count, measured in this --work folder; else one run at a time
+    GRID_JOBS=1; [ -f "$RES/concurrency/concurrency.json" ] && GRID_JOBS=$($PY -c "from attnresnet.study import best_concurrency; print(best_concurrency('$RES/concurrency'))")
+    echo "grid jobs: $GRID_JOBS ($([ -f "$RES/concurrency/concurrency.json" ] && echo 'the best of concurrency/concurrency.md' || echo 'no concurrency measured'))" | tee -a "$RES/steps.txt"
+  fi
   box=$(( $(left) - RESERVE_COMPILE - 10 - REPORT_BOX )); gpus=$(printf '0,%.0s' $(seq "$GRID_JOBS")); gpus=${gpus%,}
   [ $SMOKE = 1 ] && GRID_SCALE=(-p base_width 4 -p batch_size 32 -p only full,no_ema) || GRID_SCALE=()
   if [ $JOB = papermill ]; then
@@ -279,16 +294,6 @@ if want grid; then
     papermill_job report $REPORT_BOX report.ipynb "$RES/report.ipynb" -p runs_dir "$RES/$GRID" -p figures_dir "$RES/$GRID/figures" \
       -p data "$DATA" -p curve_run "$CURVE"
   fi
-fi
-
-# concurrency: the same short run 1, 2 and 4 times at once on the one GPU; the table says which --grid-jobs pays
-if want concurrency; then
-  box=$(( $(left) - RESERVE_COMPILE - 10 ))
-  if [ $SMOKE = 1 ]; then SCALE='{"width": 4, "batch_size": 32, "epochs": 1}'; JOBS='[2]'; else SCALE='{"epochs": 2}'; JOBS='[1, 2, 4]'; fi
-  step concurrency "$box" $PY -c 'import json, sys; from attnresnet.study import measure_concurrency
-runs_dir, data, device, runner, jobs, scale = sys.argv[1:]
-measure_concurrency(runs_dir, json.loads(jobs), runner, gpu=0 if device == "cuda" else None, data=data, device=device, **json.loads(scale))' \
-    "$RES/concurrency" "$DATA" $DEVICE $([ $SMOKE = 1 ] && echo python || echo $JOB) "$JOBS" "$SCALE"  # smoke: python -m, quicker
 fi
 
 # sweep: like the grid, the committed runs of this budget come along and are skipped; new runs start while they fit

@@ -21,6 +21,7 @@ def test_smoke_mode_runs_every_step_and_packs_one_archive(tmp_path, standin):
         assert f"\n{name} rc=0 " in steps, (name, steps)
     assert "done in" in steps
     assert "training runs: papermill" in steps  # papermill is importable here, as on a GPU machine given .travel/wheels
+    assert "grid jobs: 2 (the best of concurrency/concurrency.md)" in steps  # the smoke measures 2 at once only: its best
     with tarfile.open(tmp_path / "out" / "gpu-results.tar.gz") as t:
         names = t.getnames()
         assert not any(n.endswith(".pt") for n in names)  # no checkpoints travel back
@@ -32,7 +33,8 @@ def test_smoke_mode_runs_every_step_and_packs_one_archive(tmp_path, standin):
         assert grid == ["results/grid-1ep/full/seed0/metrics.json", "results/grid-1ep/no_ema/seed0/metrics.json"], grid
         assert "results/ablations.ipynb" in names
         assert {"results/sweep-4s/base/seed0/metrics.json", "results/sweep-4s/sweep.md"} <= set(names)  # the sweep: the recipe's own run here
-        assert {"results/concurrency/concurrency.md", "results/concurrency/jobs2/seed1/metrics.json"} <= set(names)  # 2 at once (the smoke's one row)
+        assert {"results/concurrency/concurrency.md", "results/concurrency/concurrency.json",
+                "results/concurrency/jobs2/seed1/metrics.json"} <= set(names)  # 2 at once (the smoke's one row)
         assert runs == ["fast-seed0", "paper-2epochs", "probe-1epoch"], runs
         m = json.load(t.extractfile("results/runs/paper-2epochs/metrics.json"))
         fast = json.load(t.extractfile("results/runs/fast-seed0/config.json"))["parameters"]
