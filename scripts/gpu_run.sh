@@ -101,7 +101,7 @@ fi
 [ -n "$FAST_SEEDS" ] || FAST_SEEDS=$([ $SMOKE = 1 ] && echo 1 || echo 3)
 [ -n "$GRID_EPOCHS" ] || GRID_EPOCHS=$([ $SMOKE = 1 ] && echo 1 || echo 20)
 for v in GRID_EPOCHS GRID_SEEDS $([ "$GRID_JOBS" = auto ] || echo GRID_JOBS); do
-  [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "gpu_run.sh: --$(echo ${v,,} | tr _ -) ${!v}: give a whole number from 1" >&2; exit 2; }
+  [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "gpu_run.sh: --$(echo ${v,,} | tr _ -) ${!v}: give a whole number from 1$([ $v = GRID_JOBS ] && echo " or auto")" >&2; exit 2; }
 done
 [[ "$BUDGET" =~ ^[0-9]+$ ]] && [ "$BUDGET" -ge 60 ] || { echo "gpu_run.sh: --budget $BUDGET: give at least 60 seconds" >&2; exit 2; }
 [[ "$FAST_BUDGET" =~ ^[0-9]+$ ]] && [ "$FAST_BUDGET" -ge 1 ] || { echo "gpu_run.sh: --fast-budget $FAST_BUDGET: give whole seconds" >&2; exit 2; }

@@ -69,7 +69,8 @@ def test_smoke_mode_runs_every_step_and_packs_one_archive(tmp_path, standin):
 
 def test_bad_arguments_exit_2_with_the_reason(tmp_path):
     for args, said in [(["--bogus"], "unknown argument --bogus"), (["--budget", "10"], "--budget 10"),
-                       (["--data", tmp_path / "nope"], "does not exist"), (["--steps", "tests,fly"], "unknown step fly")]:
+                       (["--data", tmp_path / "nope"], "does not exist"), (["--steps", "tests,fly"], "unknown step fly"),
+                       (["--grid-jobs", "0"], "--grid-jobs 0: give a whole number from 1 or auto")]:
         r = run_script(tmp_path / "out", *args, timeout=60)
         assert r.returncode == 2 and said in r.stderr, (args, r.stderr)
     assert not (tmp_path / "out" / "gpu-results.tar.gz").exists()
