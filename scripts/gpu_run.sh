@@ -34,8 +34,8 @@
 #   data     unpack the archive, decode and cache the images (timed)
 #   tests    pytest -m gpu: fast path = eager fp32 within bf16 tolerance; augmentation CUDA == CPU; no host sync per step;
 #            the CUDA-graph step (attnresnet.step) against the same step without a graph and against train_step
-#   speed    the training step's rows: eager, graph, + cudnn.benchmark, + padded channels, + matmul attention, + compile,
-#            full trainer (python -m attnresnet.step)
+#   speed    the training step's rows: eager, graph, + cudnn.benchmark, + padded channels, + matmul attention, the full
+#            trainer (with validation at three batch sizes), + compile (python -m attnresnet.step; step-bench.md, .json)
 #   bench    eager settings, trainer vs bare loop, torch.profiler table and GPU busy fraction (python -m attnresnet.bench)
 #   peer     airbench94 (python -m attnresnet.peer) trained 5 times on the same data and card, beside this trainer
 #            (airbench comes as a wheel in .travel/, from scripts/travel.sh; with --smoke only the data export runs)
