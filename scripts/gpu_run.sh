@@ -136,9 +136,9 @@ pack() {  # everything except checkpoints, into one archive (the device returns 
     command -v flock >/dev/null && flock 9
     progress
     local tmp="$OUT/gpu-results.tar.gz.$BASHPID.tmp"
+    cp "$RES/steps.txt" "$OUT/steps.txt" 2>/dev/null  # first: never older than the archive
     tar -czf "$tmp" --exclude='*.pt' --exclude='*.tmp' -C "$WORK" results  # 1: a file grew while read; the archive is whole
     if [ $? -le 1 ]; then mv "$tmp" "$OUT/gpu-results.tar.gz"; else rm -f "$tmp"; fi
-    cp "$RES/steps.txt" "$OUT/steps.txt" 2>/dev/null
   } 9>"$WORK/.pack.lock"
 }
 # a snapshot every SNAPSHOT seconds besides the one after each step: a command killed at the device's limit (which may

@@ -80,8 +80,9 @@ FAKE_PYTHON = """#!/usr/bin/env bash
 case " $* " in
   *" -m papermill "*|*" -m attnresnet.train "*)
     prev=""; for a in "$@"; do if [ "$prev" = run_dir ] || [ "$prev" = --run-dir ]; then run=$a; fi; prev=$a; done
-    mkdir -p "$run"; echo "$*" > "$run/argv.txt"; echo $$ > "$run/pid"
+    mkdir -p "$run"; echo $$ > "$run/pid"
     echo "$CONFIG" > "$run/config.json"; printf "$HISTORY" > "$run/history.csv"
+    echo "$*" > "$run/argv.tmp"; mv "$run/argv.tmp" "$run/argv.txt"  # last, and whole: the test waits for it
     exec sleep 300 ;;
 esac
 exec REAL "$@"
@@ -102,9 +103,9 @@ def test_a_command_killed_mid_step_returns_the_step_so_far(tmp_path, standin):
             for ms, s in [(10.0, {}), (9.0, dict(cudnn_benchmark=True)), (8.0, dict(cudnn_benchmark=True, channel_multiple=8))]]
     rows.append(dict(row="full trainer", val_s_by_eval_batch={"250": 0.2, "1000": 0.1, "2500": 0.15}))
     (work / "results" / "step-bench.json").write_text(json.dumps(dict(rows=rows)))
-    def archived():
+    def archived(name="runs/paper500/history.csv"):
         try:
-            with tarfile.open(out / "gpu-results.tar.gz") as t: return t.extractfile("results/runs/paper500/history.csv").read().decode()
+            with tarfile.open(out / "gpu-results.tar.gz") as t: return t.extractfile(f"results/{name}").read().decode()
         except (OSError, KeyError, tarfile.TarError): return None
     def command(ready):  # gpu_run.sh --steps paper500 until `ready()`, then killed whole, as at the device's limit
         p = subprocess.Popen(["bash", str(SCRIPT), str(out), "--smoke", "--budget", "300", "--data", str(standin), "--work", str(work),
@@ -120,7 +121,7 @@ def test_a_command_killed_mid_step_returns_the_step_so_far(tmp_path, standin):
             if (run / "pid").exists(): os.kill(int((run / "pid").read_text()), signal.SIGKILL)  # `timeout` ran it in a group of its own
     command(lambda: archived() is not None)
     assert archived() == HISTORY.replace("\\n", "\n")
-    steps = (out / "steps.txt").read_text()
+    steps = archived("steps.txt")  # the archive's own, as it was packed with the history
     assert "paper500 settings: --cudnn-benchmark true --channel-multiple 8 --eval-batch-size 1000" in steps and "done in" not in steps
     argv = (run / "argv.txt").read_text()
     assert "-p cudnn_benchmark True -p channel_multiple 8 -p eval_batch_size 1000" in argv and "-p checkpoint_every 5" in argv, argv
