@@ -119,7 +119,7 @@ def test_a_command_killed_mid_step_returns_the_step_so_far(tmp_path, standin):
         finally:
             os.killpg(p.pid, signal.SIGKILL); p.wait()  # ... when the whole command is killed
             if (run / "pid").exists(): os.kill(int((run / "pid").read_text()), signal.SIGKILL)  # `timeout` ran it in a group of its own
-    command(lambda: archived() is not None)
+    command(lambda: archived() is not None and (run / "argv.txt").exists())
     assert archived() == HISTORY.replace("\\n", "\n")
     steps = archived("steps.txt")  # the archive's own, as it was packed with the history
     assert "paper500 settings: --cudnn-benchmark true --channel-multiple 8 --eval-batch-size 1000" in steps and "done in" not in steps
