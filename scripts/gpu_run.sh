@@ -56,7 +56,8 @@
 #            is sweep-<S>s/sweep.md, and scripts/gpu_results.py adds the new runs to that folder (as the grid's)
 #   compile  the benchmark's torch.compile and CUDA-graph rows (last: compiling costs minutes, training comes first)
 #   paper500 (only when named) the paper's recipe for 500 epochs on the full split in runs/paper500 of the checkout
-#            (git-ignored, so a warm device machine keeps it between commands): it trains until its time box ends and
+#            (git-ignored, so a warm device machine keeps it between commands; $GPU_RUN_PAPER500 names another
+#            folder): it trains until its time box ends and
 #            the next command with the same step resumes from its last.pt, for example
 #              bash scripts/gpu_run.sh $OUT --steps tests,speed,paper500 --budget 560 --work runs/gpu-work
 #              bash scripts/gpu_run.sh $OUT --steps paper500 --budget SECONDS --work runs/gpu-work
