@@ -22,7 +22,7 @@ from .schedules import ema_decay_at, step_scheduler
 # %% auto #0
 __all__ = ['STEP_MODES', 'PAPER_STEPS', 'EVAL_BATCHES', 'EXACT_SETTINGS', 'SPEED_SETTINGS', 'resolve_step', 'epoch_batches',
            'draw_mix', 'apply_mix', 'draw_augment', 'apply_augment', 'NoHostSync', 'GraphStep', 'step_benchmark',
-           'step_table', 'fastest_exact', 'fastest_eval_batch', 'main']
+           'step_table', 'fastest_exact', 'fastest_eval_batch', 'committed_speed_rows', 'main']
 
 # %% ../nbs/12_step.ipynb #297eb1af
 STEP_MODES = _CHOICES["step"]  # TrainConfig.step's choices: "auto", "graph", "eager"
@@ -396,6 +396,15 @@ def fastest_eval_batch(rows: list[dict], margin: float = 0.03) -> dict:
     best = min(timed, key=timed.get)
     return dict(eval_batch_size=best) if timed[best] < (1 - margin) * timed[default] else {}
 
+# %% ../nbs/12_step.ipynb #1fca5df2
+def committed_speed_rows(root, device: str) -> Path | None:
+    "The newest `step-bench.json` under `root` (`results/gpu/<date>-<card>/`) whose rows were measured on `device` (a `device_name`); None without one."
+    for f in sorted(Path(root).glob("*/step-bench.json"), key=lambda f: f.parent.name, reverse=True):  # date-named folders
+        try: record = json.loads(f.read_text())
+        except (OSError, ValueError): continue  # cut off mid-write: not a record to choose by
+        if record.get("device") == device and record.get("rows"): return f
+    return None
+
 # %% ../nbs/12_step.ipynb #b2576215
 def _flag(name: str, value) -> str:
     "One `python -m attnresnet.train` option: `--name value`, booleans as true/false."
@@ -424,17 +433,17 @@ def main(argv: list[str] | None = None) -> str:
         print(text)
         return text
     if a.smoke: a.device, a.width, a.batch_size, a.steps, a.val_images, a.no_compile = "cpu", 4, 16, 2, 32, True
-    out = Path(a.out) if a.out else None
+    out, device = Path(a.out) if a.out else None, device_name(torch.device(a.device))  # the card, as committed_speed_rows matches it
     measured = []
     def log(row):  # each row as it comes, also into --out's JSON: a step stopped at its time box keeps them
         print(json.dumps(row), flush=True)
         measured.append(row)
-        if out: write_json(dict(rows=measured, args=vars(a), complete=False), out.with_suffix(".json"))
+        if out: write_json(dict(rows=measured, device=device, args=vars(a), complete=False), out.with_suffix(".json"))
     rows, floors = step_benchmark(a.device, a.width, a.batch_size, a.steps, a.val_images, compile=not a.no_compile, quick=a.smoke, log=log)
     text = step_table(rows, floors)
     if out:
         write_text_atomic(text + "\n", out)
-        write_json(dict(rows=rows, floors=floors, args=vars(a), complete=True), out.with_suffix(".json"))
+        write_json(dict(rows=rows, floors=floors, device=device, args=vars(a), complete=True), out.with_suffix(".json"))
     print(text)
     return text
 

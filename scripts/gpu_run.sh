@@ -62,9 +62,9 @@
 #              bash scripts/gpu_run.sh $OUT --steps tests,speed,paper500 --budget 560 --work runs/gpu-work
 #              bash scripts/gpu_run.sh $OUT --steps paper500 --budget SECONDS --work runs/gpu-work
 #            (the second repeated until runs/paper500/metrics.json exists); history, config and metrics come back in
-#            the archive. A new run takes the fastest exact setting of the speed rows in the same --work folder
-#            (python -m attnresnet.step --fastest: cudnn.benchmark, padded channels, matmul attention, the evaluation batch); a resumed
-#            run keeps its own
+#            the archive. A new run takes the fastest exact setting of the speed rows in the same --work folder, else
+#            of the newest committed from this card (results/gpu/*/step-bench.json; python -m attnresnet.step --fastest:
+#            cudnn.benchmark, padded channels, matmul attention, the evaluation batch); a resumed run keeps its own
 set -uo pipefail
 
 usage() { sed -n '5,24p' "$0" >&2; exit 2; }
@@ -320,7 +320,10 @@ if want paper500; then
 p = json.load(open(sys.argv[1]))["parameters"]; print(" ".join(_flag(k, p[k]) for k in SPEED_SETTINGS if k in p))' "$P500/config.json")
   elif [ -f "$RES/step-bench.json" ]; then WHY="the fastest of the speed rows in step-bench.json"
     EXACT=$($PY -m attnresnet.step --fastest "$RES/step-bench.json")
-  else EXACT=""; WHY="no speed rows measured in this --work folder"; fi
+  elif ROWS=$($PY -c "import torch; from attnresnet.config import device_name; from attnresnet.step import committed_speed_rows
+print(committed_speed_rows('$REPO/results/gpu', device_name(torch.device('$DEVICE'))) or '')") && [ -n "$ROWS" ]; then
+    WHY="the fastest of the speed rows committed in ${ROWS#$REPO/}"; EXACT=$($PY -m attnresnet.step --fastest "$ROWS")
+  else EXACT=""; WHY="no speed rows measured on this card, here or committed"; fi
   echo "paper500 settings: ${EXACT:-the defaults of TrainConfig} ($WHY)" | tee -a "$RES/steps.txt"
   train_run paper500 $(( $(left) - 20 )) "$P500" --data "$DATA" --device $DEVICE "${TRAIN[@]}" --epochs $P500_EPOCHS --progress true \
     --checkpoint-every 5 $EXACT  # a checkpoint every 5 epochs (and after the last): a stop at the time limit redoes at most 4
