@@ -278,8 +278,10 @@ if want grid; then
   GRID=grid-${GRID_EPOCHS}ep; mkdir -p "$RES/$GRID"; REPORT_BOX=120  # the report after the grid: seconds kept for it
   [ -d "$REPO/results/gpu/$GRID" ] && cp -r "$REPO/results/gpu/$GRID/." "$RES/$GRID/"
   if [ "$GRID_JOBS" = auto ]; then  # the concurrency step's best count, measured in this --work folder; else one run at a time
-    GRID_JOBS=1; [ -f "$RES/concurrency/concurrency.json" ] && GRID_JOBS=$($PY -c "from attnresnet.study import best_concurrency; print(best_concurrency('$RES/concurrency'))")
-    echo "grid jobs: $GRID_JOBS ($([ -f "$RES/concurrency/concurrency.json" ] && echo 'the best of concurrency/concurrency.md' || echo 'no concurrency measured'))" | tee -a "$RES/steps.txt"
+    GRID_JOBS=1; WHY="no concurrency measured"
+    if [ -f "$RES/concurrency/concurrency.json" ]; then WHY="the best of concurrency/concurrency.md"
+      GRID_JOBS=$($PY -c "from attnresnet.study import best_concurrency; print(best_concurrency('$RES/concurrency'))"); fi
+    echo "grid jobs: $GRID_JOBS ($WHY)" | tee -a "$RES/steps.txt"
   fi
   box=$(( $(left) - RESERVE_COMPILE - 10 - REPORT_BOX )); gpus=$(printf '0,%.0s' $(seq "$GRID_JOBS")); gpus=${gpus%,}
   [ $SMOKE = 1 ] && GRID_SCALE=(-p base_width 4 -p batch_size 32 -p only full,no_ema) || GRID_SCALE=()
@@ -327,7 +329,6 @@ print(committed_speed_rows('$REPO/results/gpu', device_name(torch.device('$DEVIC
   echo "paper500 settings: ${EXACT:-the defaults of TrainConfig} ($WHY)" | tee -a "$RES/steps.txt"
   train_run paper500 $(( $(left) - 20 )) "$P500" --data "$DATA" --device $DEVICE "${TRAIN[@]}" --epochs $P500_EPOCHS --progress true \
     --checkpoint-every 5 $EXACT  # a checkpoint every 5 epochs (and after the last): a stop at the time limit redoes at most 4
-  progress
   echo "paper500: $(($(wc -l < "$P500/history.csv" 2>/dev/null || echo 1) - 1)) of $P500_EPOCHS epochs in $P500$([ -f "$P500/metrics.json" ] && echo ', finished' || echo '; run this step again to resume')" | tee -a "$RES/steps.txt"
 fi
 echo "done in $(( $(date +%s) - START ))s of ${BUDGET}s" | tee -a "$RES/steps.txt"
