@@ -16,9 +16,9 @@ from .augment import Augment, AUGMENT_PRESETS, MAX_CROP_PAD, MAX_CUTOUT, check_m
 # %% auto #0
 __all__ = ['PRECISIONS', 'NORMALIZATIONS', 'LR_SCHEDULES', 'RECIPES', 'SEED_LIMIT', 'MODEL_PARAMETERS', 'AUTHORS_PROTOCOL',
            'FIDELITY_HEADERS', 'AUTHORS_SETTINGS', 'NOT_IN_AUTHORS_CODE', 'TrainConfig', 'validate_config',
-           'check_data', 'make_config', 'parameter_docs', 'allowed_values', 'parameters_cell', 'resolve_device',
-           'cpu_has_fast_bf16', 'resolve_precision', 'device_name', 'model_kwargs', 'make_augment',
-           'protocol_differences', 'fidelity_table', 'departures']
+           'check_data', 'make_config', 'option_value', 'train_options', 'parameter_docs', 'allowed_values',
+           'parameters_cell', 'resolve_device', 'cpu_has_fast_bf16', 'resolve_precision', 'device_name', 'model_kwargs',
+           'make_augment', 'protocol_differences', 'fidelity_table', 'departures']
 
 # %% ../nbs/04_config.ipynb #94d321f4
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -210,6 +210,16 @@ def make_config(params: dict | TrainConfig | None = None, **overrides) -> TrainC
     recipe = params.get("recipe", "paper")
     if recipe not in RECIPES: raise ValueError(f"recipe={recipe!r}: choose one of {list(RECIPES)}")
     return TrainConfig(**{**RECIPES[recipe], **params})
+
+# %% ../nbs/04_config.ipynb #a209b469
+def option_value(v) -> str:
+    "`v` as typed after an `attnresnet-train` option: a switch as true/false, anything else as `str` writes it."
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+# %% ../nbs/04_config.ipynb #53740fc2
+def train_options(params: dict) -> list[str]:
+    "`params` (`TrainConfig` names and values) as `attnresnet-train` options: `--name value` for each."
+    return [a for k, v in params.items() for a in (f"--{k.replace('_', '-')}", option_value(v))]
 
 # %% ../nbs/04_config.ipynb #1568bfcc
 def parameter_docs() -> dict[str, str | None]:

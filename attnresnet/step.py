@@ -13,7 +13,7 @@ from torch.optim.sgd import sgd as functional_sgd
 from torch.utils._python_dispatch import TorchDispatchMode
 from .augment import Augment, crop_flip, cutout, warp, rotation_matrix, perspective_matrices, grayscale, to_float
 from .augment import _blend, _hue, _rand, _beta, _perm, cutmix_box, check_mix_probs  # the pieces `mix_batch`, `apply_color` use
-from .config import _CHOICES, TrainConfig, device_name
+from .config import _CHOICES, TrainConfig, device_name, train_options
 from .runs import RunDir
 from .helpers import write_json, write_text_atomic
 from .evaluate import prepare_batch
@@ -21,8 +21,8 @@ from .schedules import ema_decay_at, step_scheduler
 
 # %% auto #0
 __all__ = ['STEP_MODES', 'PAPER_STEPS', 'EVAL_BATCHES', 'EXACT_SETTINGS', 'SPEED_SETTINGS', 'resolve_step', 'epoch_batches',
-           'draw_mix', 'apply_mix', 'draw_augment', 'apply_augment', 'NoHostSync', 'GraphStep', 'step_benchmark',
-           'step_table', 'fastest_exact', 'fastest_eval_batch', 'committed_speed_rows', 'main']
+           'draw_mix', 'apply_mix', 'draw_augment', 'apply_augment', 'NoHostSync', 'NoHostData', 'GraphStep',
+           'step_benchmark', 'step_table', 'fastest_exact', 'fastest_eval_batch', 'committed_speed_rows', 'main']
 
 # %% ../nbs/12_step.ipynb #297eb1af
 STEP_MODES = _CHOICES["step"]  # TrainConfig.step's choices: "auto", "graph", "eager"
@@ -120,6 +120,17 @@ class NoHostSync(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func.overloadpacket.__name__ in self.FORBIDDEN:
             raise RuntimeError(f"host read of a device value: aten.{func.overloadpacket.__name__}")
+        return func(*args, **(kwargs or {}))
+
+# %% ../nbs/12_step.ipynb #2b1a824f
+class NoHostData(TorchDispatchMode):
+    "Raise on every operator that brings host data into device work: tensors from Python numbers, draws from an explicit generator."
+    FORBIDDEN = ("lift_fresh", "lift_fresh_copy")
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in self.FORBIDDEN: raise RuntimeError(f"host data copied into the step: aten.{name} (a tensor made from Python numbers)")
+        if (kwargs or {}).get("generator") is not None:
+            raise RuntimeError(f"host data copied into the step: aten.{name} draws from an explicit generator; draw it per epoch")
         return func(*args, **(kwargs or {}))
 
 # %% ../nbs/12_step.ipynb #e650c7ae
@@ -405,11 +416,6 @@ def committed_speed_rows(root, device: str) -> Path | None:
         if record.get("device") == device and record.get("rows"): return f
     return None
 
-# %% ../nbs/12_step.ipynb #b2576215
-def _flag(name: str, value) -> str:
-    "One `python -m attnresnet.train` option: `--name value`, booleans as true/false."
-    return f"--{name.replace('_', '-')} {str(value).lower() if isinstance(value, bool) else value}"
-
 # %% ../nbs/12_step.ipynb #93d346a1
 def main(argv: list[str] | None = None) -> str:
     "`python -m attnresnet.step`: the training step's benchmark (`step_benchmark`), a table printed last (and written with --out)."
@@ -429,7 +435,7 @@ def main(argv: list[str] | None = None) -> str:
     if a.fastest:
         try: rows = json.loads(Path(a.fastest).read_text())["rows"]
         except (OSError, ValueError, KeyError) as e: p.error(f"--fastest {a.fastest}: not the JSON file of an --out ({e})")
-        text = " ".join(_flag(k, v) for k, v in {**fastest_exact(rows), **fastest_eval_batch(rows)}.items())
+        text = " ".join(train_options({**fastest_exact(rows), **fastest_eval_batch(rows)}))
         print(text)
         return text
     if a.smoke: a.device, a.width, a.batch_size, a.steps, a.val_images, a.no_compile = "cpu", 4, 16, 2, 32, True

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json, math, os, shlex, shutil, signal, statistics, subprocess, sys, tempfile, threading, time
 from dataclasses import dataclass
 from pathlib import Path
-from .config import TrainConfig, make_config, AUTHORS_SETTINGS, AUTHORS_PROTOCOL
+from .config import TrainConfig, make_config, train_options, AUTHORS_SETTINGS, AUTHORS_PROTOCOL
 from .runs import RunDir, code_version
 from .models import PARAMETER_BUDGET, PAPER_WIDTH
 from .helpers import markdown_table, check_positive_int, check_names, write_json
@@ -103,9 +103,9 @@ def _argv(run: Run, runner: str, python: str = "python", notebook: str = "nbs/tr
     "The command of `run` as a list of arguments (the papermill runner's run directory must exist first)."
     if runner == "papermill":
         return [python, "-m", "papermill", "--log-level", "WARNING", str(notebook), str(run.run_dir / "train.ipynb"),
-                *(a for k, v in run.params.items() for a in ("-p", k, str(v)))]
+                *(a for k, v in run.params.items() for a in ("-p", k, str(v)))]  # papermill reads True, not true, as a bool
     if runner == "python":
-        return [python, "-m", "attnresnet.train", *(a for k, v in run.params.items() for a in (f"--{k.replace('_', '-')}", str(v)))]
+        return [python, "-m", "attnresnet.train", *train_options(run.params)]
     raise ValueError(f"runner={runner!r}: choose one of {list(RUNNERS)}")
 
 def run_command(run: Run, runner: str = "papermill", python: str = "python", notebook: str = "nbs/train.ipynb") -> str:

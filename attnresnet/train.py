@@ -9,7 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Callable
 import torch
-from .config import TrainConfig, RECIPES, make_config, check_data, resolve_device, parameter_docs, allowed_values
+from .config import TrainConfig, RECIPES, make_config, check_data, resolve_device, parameter_docs, allowed_values, option_value
 from .helpers import CommandLine, check_names
 from .runs import RunDir, RunRefused, data_folder
 from .evaluate import autocast, prepare_batch
@@ -157,7 +157,7 @@ def _parse_bool(v: str) -> bool:
 
 def _shown(v) -> str:
     "A default as it is typed on the command line."
-    return str(v).lower() if isinstance(v, bool) else repr(v) if isinstance(v, str) else str(v)
+    return repr(v) if isinstance(v, str) else option_value(v)
 
 def arg_parser(recipe: str = "paper") -> CommandLine:
     "Flags for every `TrainConfig` field (`--run-dir` for `run_dir`), described by `parameter_docs`, with `recipe`'s defaults; plus `--config`, `--print-config`."

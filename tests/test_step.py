@@ -1,5 +1,5 @@
 """The graph-ready training step (`attnresnet.step`, nbs/12_step.ipynb) on a CPU: bit-identical to `Trainer.train_step`,
-free of host reads, and exact across a resume. Width 4, 48 images: seconds each."""
+free of host reads and host data, and exact across a resume. Width 4, 48 images: seconds each."""
 import math
 import pytest, torch
 from attnresnet.bench_step import random_images
@@ -7,7 +7,7 @@ from attnresnet.config import make_config
 from attnresnet.evaluate import accuracy, average_views
 from attnresnet.models import count_parameters, padding_size, unpad_channels
 from attnresnet.splits import Splits
-from attnresnet.step import GraphStep, NoHostSync, draw_augment, draw_mix
+from attnresnet.step import GraphStep, NoHostData, NoHostSync, draw_augment, draw_mix
 from attnresnet.trainer import Trainer
 
 def splits(n=48, val=32):
@@ -60,17 +60,22 @@ def test_epoch_draws_leave_the_generator_where_train_step_does():
         draw_augment(aug, 16, (32, 32), g2); draw_mix(16, (32, 32), 0.3, 0.3, 1.0, g2)
     assert torch.equal(g1.get_state(), g2.get_state())
 
-def test_no_host_read_in_the_graph_step_but_in_train_step():
-    "NoHostSync raises on _local_scalar_dense, nonzero, unique, masked_select: the new step passes, today's fails."
-    tr = Trainer(config(mixup_prob=0.3, cutmix_prob=0.3), splits())
+@pytest.mark.parametrize("settings", [dict(), dict(channel_multiple=8, attention_matmul=True), dict(model="seresnet"),
+                                      dict(model="wrn", width=1, depth=10), dict(precision="bf16", ema_decay=0.0)])
+def test_no_host_read_or_host_data_in_the_graph_step_but_in_train_step(settings):
+    """NoHostSync raises on _local_scalar_dense, nonzero, unique, masked_select; NoHostData on tensors made from Python numbers
+    and draws from an explicit generator. A step of each network and setting passes both; today's fails both."""
+    tr = Trainer(config(mixup_prob=0.3, cutmix_prob=0.3, **settings), splits())
     tr.train_model.train()
     step = GraphStep(tr)
     step.begin_epoch()
-    with NoHostSync():
+    with NoHostSync(), NoHostData():
         for _ in range(step.steps): step.step_eager()
     xb, yb = next(iter(tr.loader))
     with NoHostSync(), pytest.raises(RuntimeError, match="host read"): tr.train_step(xb, yb)
-    with NoHostSync(), pytest.raises(RuntimeError, match="host read"): torch.tensor([1.0]).item()  # the mode does catch reads
+    with NoHostData(), pytest.raises(RuntimeError, match="host data"): tr.train_step(xb, yb)
+    with NoHostSync(), pytest.raises(RuntimeError, match="host read"): torch.tensor([1.0]).item()  # the modes do catch reads
+    with NoHostData(), pytest.raises(RuntimeError, match="host data"): torch.tensor([1.0])  # and host data
 
 def history(tr):
     return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in tr.history]
@@ -128,7 +133,7 @@ def test_validation_waits_for_the_device_once():
     """`Trainer.validate` counts every candidate's correct answers on the device and reads them in one `.tolist()`: no `.item()`
     (`_local_scalar_dense`) or other host read per candidate, which NoHostSync would refuse."""
     tr = Trainer(config(), splits())
-    with NoHostSync(): row = tr.validate()
+    with NoHostSync(), NoHostData(): row = tr.validate()
     assert list(row) == ["val_acc_raw", "val_acc_ema"] and all(0 <= v <= 1 for v in row.values())
 
 def test_multi_view_tta_is_reported_beside_the_plain_test():
