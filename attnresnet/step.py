@@ -159,6 +159,7 @@ class GraphStep:
         if trainer.scaler.is_enabled(): raise ValueError("step='graph' does not support precision='fp16'; use bf16 or step='eager'")
         self.tr, self.device = tr, tr.device
         self.capture = self.device.type == "cuda" if capture is None else capture
+        self.fused = self.device.type == "cuda"  # torch's fused SGD (learning rate from a device tensor); a CPU runs it in a test
         self.steps, self.batch = len(tr.loader), tr.batch
         self.num_classes = len(tr.splits.classes)
         self.params = list(tr.model.parameters())  # in the model's order, as `clip_gradients` takes them
@@ -235,7 +236,7 @@ class GraphStep:
         tr.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if c.grad_clip > 0: nn.utils.clip_grad_norm_(self.params, c.grad_clip)  # foreach on GPUs, as in train_step
-        fused = self.device.type == "cuda"
+        fused = self.fused
         with torch.no_grad():
             for k, (g, bufs) in enumerate(zip(tr.optimizer.param_groups, self.group_bufs)):  # per parameter group, as `SGD.step`
                 # torch's SGD; on a GPU its fused kernel, the one that takes the learning rate as a device tensor without reading it

@@ -50,6 +50,28 @@ def test_graph_step_is_bit_identical_to_train_step(mix):
     for a, b in ((eager.aug_generator, fast.aug_generator), (eager.loader.generator, fast.loader.generator)):
         assert torch.equal(a.get_state(), b.get_state())
 
+def test_fused_sgd_of_the_gpu_follows_train_step():
+    """On a GPU the step updates with torch's fused SGD, reading each step's learning rate from the uploaded table (a host
+    float would be frozen into the graph). Run on a CPU: the same losses and, within float rounding, the same weights."""
+    c, s = config(mixup_prob=0.3, cutmix_prob=0.3, lr=0.5), splits()
+    eager, fast = Trainer(c, s), Trainer(c, s)
+    step = GraphStep(fast)
+    step.fused = True
+    for _ in range(2):
+        rng = torch.get_rng_state()
+        eager.train_model.train(); fast.train_model.train()
+        outs = [eager.train_step(xb, yb) for xb, yb in eager.loader]
+        torch.set_rng_state(rng)
+        step.begin_epoch()
+        for loss, _ in outs:
+            step.step_eager()
+            assert torch.allclose(step.loss, loss, rtol=1e-5)
+        step.end_epoch()
+        eager.epoch += 1; fast.epoch += 1
+    for p, q in zip(eager.model.parameters(), fast.model.parameters()):
+        assert torch.allclose(p, q, rtol=0, atol=1e-5), (p - q).abs().max()
+    assert step.lr_host[0] != step.lr_host[-1]  # the learning rate did change within the epoch
+
 def test_epoch_draws_leave_the_generator_where_train_step_does():
     "An epoch of draws (augmentation then mix, per step) consumes the generator exactly as the steps of `train_step` do."
     from attnresnet.augment import Augment, mix_batch, soft_targets
