@@ -22,6 +22,22 @@ def config(**kw):
 def same_tensors(a: dict, b: dict) -> bool:
     return list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
 
+def lockstep(eager: Trainer, step: GraphStep, epochs: int = 2):
+    "Epochs of `eager.train_step` and of `step` (another Trainer's) from the same dropout generator: yields each step's eager (loss, correct)."
+    fast = step.tr
+    for _ in range(epochs):
+        rng = torch.get_rng_state()  # dropout's generator: the same start for both
+        eager.train_model.train(); fast.train_model.train()
+        outs = [eager.train_step(xb, yb) for xb, yb in eager.loader]
+        after = torch.get_rng_state(); torch.set_rng_state(rng)
+        step.begin_epoch()
+        for out in outs:
+            step.step_eager()
+            yield out
+        step.end_epoch()
+        eager.epoch += 1; fast.epoch += 1
+        assert torch.equal(after, torch.get_rng_state())  # and the same draws from it
+
 @pytest.mark.parametrize("mix", [(0.999, 0.0), (0.0, 0.999), (0.0, 0.0)], ids=["mixup", "cutmix", "neither"])
 def test_graph_step_is_bit_identical_to_train_step(mix):
     "Losses, correct counts, weights, EMA, momentum, schedule and every generator: equal, not close, over 2 epochs of 3 steps."
@@ -29,18 +45,8 @@ def test_graph_step_is_bit_identical_to_train_step(mix):
     eager, fast = Trainer(c, s), Trainer(c, s)
     assert eager.graph_step is None and fast.graph_step is None  # "auto" on a CPU: the eager step
     step = GraphStep(fast)
-    for _ in range(2):
-        rng = torch.get_rng_state()  # dropout's generator: the same start for both
-        eager.train_model.train(); fast.train_model.train()
-        outs = [eager.train_step(xb, yb) for xb, yb in eager.loader]
-        after = torch.get_rng_state(); torch.set_rng_state(rng)
-        step.begin_epoch()
-        for loss, correct in outs:
-            step.step_eager()
-            assert torch.equal(step.loss, loss) and torch.equal(step.correct, correct)
-        step.end_epoch()
-        eager.epoch += 1; fast.epoch += 1
-        assert torch.equal(after, torch.get_rng_state())
+    for loss, correct in lockstep(eager, step):
+        assert torch.equal(step.loss, loss) and torch.equal(step.correct, correct)
     assert same_tensors(eager.model.state_dict(), fast.model.state_dict())
     assert same_tensors(eager.ema.state_dict(), fast.ema.state_dict())
     for p, q in zip(eager.model.parameters(), fast.model.parameters()):
@@ -57,17 +63,8 @@ def test_fused_sgd_of_the_gpu_follows_train_step():
     eager, fast = Trainer(c, s), Trainer(c, s)
     step = GraphStep(fast)
     step.fused = True
-    for _ in range(2):
-        rng = torch.get_rng_state()
-        eager.train_model.train(); fast.train_model.train()
-        outs = [eager.train_step(xb, yb) for xb, yb in eager.loader]
-        torch.set_rng_state(rng)
-        step.begin_epoch()
-        for loss, _ in outs:
-            step.step_eager()
-            assert torch.allclose(step.loss, loss, rtol=1e-5)
-        step.end_epoch()
-        eager.epoch += 1; fast.epoch += 1
+    for loss, _ in lockstep(eager, step):
+        assert torch.allclose(step.loss, loss, rtol=1e-5)
     for p, q in zip(eager.model.parameters(), fast.model.parameters()):
         assert torch.allclose(p, q, rtol=0, atol=1e-5), (p - q).abs().max()
     assert step.lr_host[0] != step.lr_host[-1]  # the learning rate did change within the epoch
