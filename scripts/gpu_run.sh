@@ -318,8 +318,8 @@ fi
 if want paper500; then
   # the speed settings (attnresnet.step.SPEED_SETTINGS) a started run has, else the fastest the speed rows measured
   if [ -f "$P500/config.json" ]; then WHY="the run's own, from its config.json"
-    EXACT=$($PY -c 'import json, sys; from attnresnet.step import SPEED_SETTINGS, _flag
-p = json.load(open(sys.argv[1]))["parameters"]; print(" ".join(_flag(k, p[k]) for k in SPEED_SETTINGS if k in p))' "$P500/config.json")
+    EXACT=$($PY -c 'import json, sys; from attnresnet.step import SPEED_SETTINGS; from attnresnet.config import train_options
+p = json.load(open(sys.argv[1]))["parameters"]; print(" ".join(train_options({k: p[k] for k in SPEED_SETTINGS if k in p})))' "$P500/config.json")
   elif [ -f "$RES/step-bench.json" ]; then WHY="the fastest of the speed rows in step-bench.json"
     EXACT=$($PY -m attnresnet.step --fastest "$RES/step-bench.json")
   elif ROWS=$($PY -c "import torch; from attnresnet.config import device_name; from attnresnet.step import committed_speed_rows
