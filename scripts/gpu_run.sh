@@ -65,6 +65,8 @@
 #            the archive. A new run takes the fastest exact setting of the speed rows in the same --work folder, else
 #            of the newest committed from this card (results/gpu/*/step-bench.json; python -m attnresnet.step --fastest:
 #            cudnn.benchmark, padded channels, matmul attention, the evaluation batch); a resumed run keeps its own
+#            (from its config.json). Where the CUDA-graph step fails in its own code, the run goes on with --step eager
+#            in the same command (the same math, slower), and later commands resume it so (step-eager.txt in the run)
 set -uo pipefail
 
 usage() { sed -n '5,24p' "$0" >&2; exit 2; }
@@ -145,7 +147,9 @@ pack() {  # everything except checkpoints, into one archive (the device returns 
 # a snapshot every SNAPSHOT seconds besides the one after each step: a command killed at the device's limit (which may
 # come before --budget when less device time is left) still returns what its current step has written so far
 SNAPSHOT=${GPU_RUN_SNAPSHOT:-30}
-( while sleep "$SNAPSHOT"; do pack; done ) & SNAPPER=$!
+# (its output goes nowhere: a `sleep` of it left behind at the end must not hold the command's output open for up to
+# SNAPSHOT seconds, which would keep a finished command, and the device, waiting)
+( while sleep "$SNAPSHOT"; do pack; done ) >/dev/null 2>&1 & SNAPPER=$!
 trap 'kill $SNAPPER 2>/dev/null' EXIT
 step() {  # step NAME SECONDS CMD...: run CMD with a time box, log to results/NAME.log, record status and time
   local name=$1 box=$2; shift 2
@@ -326,9 +330,21 @@ p = json.load(open(sys.argv[1]))["parameters"]; print(" ".join(train_options({k:
 print(committed_speed_rows('$REPO/results/gpu', device_name(torch.device('$DEVICE'))) or '')") && [ -n "$ROWS" ]; then
     WHY="the fastest of the speed rows committed in ${ROWS#$REPO/}"; EXACT=$($PY -m attnresnet.step --fastest "$ROWS")
   else EXACT=""; WHY="no speed rows measured on this card, here or committed"; fi
+  # The CUDA-graph step had never run on a GPU before this script's first lease. Where it fails in its own code (a trace
+  # through attnresnet/step.py, or a capture error), the run goes on at once with --step eager: the same math, so the
+  # same run (`step` is not part of a run's identity), slower. The marker file makes later commands resume eagerly too.
+  EAGER="$P500/step-eager.txt"
+  [ -f "$EAGER" ] && EXACT="$EXACT --step eager" && WHY="$WHY; --step eager: $(cat "$EAGER")"
   echo "paper500 settings: ${EXACT:-the defaults of TrainConfig} ($WHY)" | tee -a "$RES/steps.txt"
-  train_run paper500 $(( $(left) - 20 )) "$P500" --data "$DATA" --device $DEVICE "${TRAIN[@]}" --epochs $P500_EPOCHS --progress true \
-    --checkpoint-every 5 $EXACT  # a checkpoint every 5 epochs (and after the last): a stop at the time limit redoes at most 4
+  P500_ARGS=(--data "$DATA" --device $DEVICE "${TRAIN[@]}" --epochs $P500_EPOCHS --progress true
+             --checkpoint-every 5)  # a checkpoint every 5 epochs (and after the last): a stop at the time limit redoes at most 4
+  train_run paper500 $(( $(left) - 20 )) "$P500" "${P500_ARGS[@]}" $EXACT; rc=$?
+  if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $rc -ne 137 ] && [ ! -f "$EAGER" ] && [ ! -f "$P500/metrics.json" ] \
+     && grep -qE "attnresnet/step\.py|captur" "$RES/paper500.log"; then
+    echo "the CUDA-graph step failed (rc=$rc, results/paper500.log)" > "$EAGER"
+    echo "paper500: the CUDA-graph step failed (rc=$rc, paper500.log); the run goes on with --step eager" | tee -a "$RES/steps.txt"
+    train_run paper500-eager $(( $(left) - 20 )) "$P500" "${P500_ARGS[@]}" $EXACT --step eager
+  fi
   echo "paper500: $(($(wc -l < "$P500/history.csv" 2>/dev/null || echo 1) - 1)) of $P500_EPOCHS epochs in $P500$([ -f "$P500/metrics.json" ] && echo ', finished' || echo '; run this step again to resume')" | tee -a "$RES/steps.txt"
 fi
 echo "done in $(( $(date +%s) - START ))s of ${BUDGET}s" | tee -a "$RES/steps.txt"

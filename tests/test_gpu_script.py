@@ -137,3 +137,33 @@ def test_a_command_killed_mid_step_returns_the_step_so_far(tmp_path, standin):
     command(lambda: (run / "argv.txt").exists())
     argv = (run / "argv.txt").read_text()
     assert "-p cudnn_benchmark True -p channel_multiple 8 -p attention_matmul False -p eval_batch_size 1000" in argv, argv
+
+GRAPH_FAILS = """#!/usr/bin/env bash
+# python for gpu_run.sh, except that a training run fails in the CUDA-graph step unless told --step eager (then writes an epoch)
+case " $* " in
+  *" -m papermill "*|*" -m attnresnet.train "*)
+    prev=""; for a in "$@"; do if [ "$prev" = run_dir ] || [ "$prev" = --run-dir ]; then run=$a; fi; prev=$a; done
+    mkdir -p "$run"; echo "$*" >> "$run/attempts.txt"
+    case " $* " in *" step eager "*|*" --step eager "*) echo "$CONFIG" > "$run/config.json"; printf "$HISTORY" > "$run/history.csv"; exit 0 ;; esac
+    echo 'File "/repo/attnresnet/step.py", line 282, in run' >&2
+    echo 'RuntimeError: CUDA error: operation not permitted when stream is capturing' >&2; exit 1 ;;
+esac
+exec REAL "$@"
+"""
+
+def test_a_failing_graph_step_hands_paper500_to_the_eager_step(tmp_path, standin):
+    "Where the CUDA-graph step fails in its own code, paper500 goes on with --step eager in the same command, and later commands start so."
+    import os
+    fake = tmp_path / "python"; fake.write_text(GRAPH_FAILS.replace("REAL", sys.executable)); fake.chmod(0o755)
+    out, run = tmp_path / "out", tmp_path / "paper500"
+    env = {**os.environ, "PYTHON": str(fake), "GPU_RUN_PAPER500": str(run), "CONFIG": json.dumps(CONFIG), "HISTORY": HISTORY}
+    said = []
+    for _ in range(2):
+        r = subprocess.run(["bash", str(SCRIPT), str(out), "--smoke", "--budget", "300", "--data", str(standin), "--work", str(tmp_path / "work"),
+                            "--steps", "paper500"], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        said.append(r.stdout)
+    first, *eager = (run / "attempts.txt").read_text().splitlines()
+    assert "step eager" not in first and len(eager) == 2 and all("step eager" in a for a in eager)  # one failure, then eager only
+    assert "paper500: the CUDA-graph step failed (rc=1, paper500.log); the run goes on with --step eager" in said[0]
+    assert "--step eager (the run's own, from its config.json; --step eager: the CUDA-graph step failed" in said[1]
