@@ -128,10 +128,10 @@ START=$(date +%s)
 left() { echo $((BUDGET - ($(date +%s) - START))); }
 want() { [[ ",$STEPS," == *",$1,"* ]]; }
 P500=${GPU_RUN_PAPER500:-$REPO/runs/paper500}  # the 500-epoch run: in the checkout (git-ignored), where a warm machine keeps it
-progress() {  # copy the files of a run that lives outside results/ into it: paper500's config, history, metrics, notebook
+progress() {  # copy the files of a run that lives outside results/ into it: paper500's config, history, metrics, notebook, eager marker
   [ -d "$P500" ] || return 0
   mkdir -p "$RES/runs/paper500"
-  for f in config.json history.csv metrics.json train.ipynb; do [ -f "$P500/$f" ] && cp "$P500/$f" "$RES/runs/paper500/"; done
+  for f in config.json history.csv metrics.json train.ipynb step-eager.txt; do [ -f "$P500/$f" ] && cp "$P500/$f" "$RES/runs/paper500/"; done
   return 0
 }
 pack() {  # everything except checkpoints, into one archive (the device returns at most a few files), one pack at a time

@@ -167,3 +167,5 @@ def test_a_failing_graph_step_hands_paper500_to_the_eager_step(tmp_path, standin
     assert "step eager" not in first and len(eager) == 2 and all("step eager" in a for a in eager)  # one failure, then eager only
     assert "paper500: the CUDA-graph step failed (rc=1, paper500.log); the run goes on with --step eager" in said[0]
     assert "--step eager (the run's own, from its config.json; --step eager: the CUDA-graph step failed" in said[1]
+    with tarfile.open(out / "gpu-results.tar.gz") as t:  # the marker comes back with the run, which says how it trained
+        assert "the CUDA-graph step failed" in t.extractfile("results/runs/paper500/step-eager.txt").read().decode()
