@@ -169,3 +169,6 @@ def test_a_failing_graph_step_hands_paper500_to_the_eager_step(tmp_path, standin
     assert "--step eager (the run's own, from its config.json; --step eager: the CUDA-graph step failed" in said[1]
     with tarfile.open(out / "gpu-results.tar.gz") as t:  # the marker comes back with the run, which says how it trained
         assert "the CUDA-graph step failed" in t.extractfile("results/runs/paper500/step-eager.txt").read().decode()
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_results.py"), str(out / "gpu-results.tar.gz"), "--dest", str(tmp_path / "results"),
+                        "--figures", str(tmp_path / "figures")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "s per training epoch (eager step: the CUDA-graph step failed (rc=1" in r.stdout, r.stdout + r.stderr
