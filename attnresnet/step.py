@@ -312,6 +312,7 @@ def step_benchmark(device: str = "cuda", width: int = 31, batch: int = 128, step
     flops_step = flops_per_image("attnresnet", backward=True, width=width) * batch
     fast = dict(step="graph", cudnn_benchmark=True)
     failed = lambda e: f"failed: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+    nonfinite = lambda tr: tr.graph_step.nonfinite.item() if tr.graph_step is not None else None  # the graph step's count; eager: none
 
     def step_row(name, settings):  # the step's epoch in one setting (a Trainer sets cudnn.benchmark from its config)
         row = dict(row=name, settings=settings)
@@ -321,10 +322,9 @@ def step_benchmark(device: str = "cuda", width: int = 31, batch: int = 128, step
             ep = tr.train_epoch()
             ms = 1000 * ep["seconds"] / steps
             kernels, busy = epoch_profile(tr)
-            fin = tr.graph_step.nonfinite.item() if tr.graph_step is not None else None
             row.update(ms_per_step=ms, s_per_epoch=ms * PAPER_STEPS / 1000, peak_pct=100 * flops_step / (ms / 1000) / 1e12 / peak,
                        kernels_per_step=None if kernels is None else kernels / steps, busy_pct=None if busy is None else 100 * busy,
-                       nonfinite_steps=fin, train_loss=ep["train_loss"], notes="")
+                       nonfinite_steps=nonfinite(tr), train_loss=ep["train_loss"], notes="")
         except Exception as e: row.update(notes=failed(e))  # one setting that fails (a compiler error) must not cost the other rows
         return row
 
@@ -343,7 +343,7 @@ def step_benchmark(device: str = "cuda", width: int = 31, batch: int = 128, step
                     tr.validate()  # warm-up: cuDNN's plans for the new shape
                     t0 = time.perf_counter(); tr.validate(); by_batch[n] = time.perf_counter() - t0  # validate reads its result: synchronised
             row.update(ms_per_step=1000 * r["seconds"] / steps, s_per_epoch=r["seconds"] * PAPER_STEPS / steps + val_s * 5000 / max(val_images, 1),
-                       nonfinite_steps=tr.graph_step.nonfinite.item() if tr.graph_step is not None else None, checkpoint_s=checkpoint_s,
+                       nonfinite_steps=nonfinite(tr), checkpoint_s=checkpoint_s,
                        val_s_by_eval_batch=by_batch,
                        notes=f"validation {val_s:.2f} s for {val_images:,} images (scaled to 5,000 in s/epoch); "
                              f"a checkpoint {checkpoint_s:.2f} s (not in s/epoch: checkpoint_every); validation alone at eval batch "
