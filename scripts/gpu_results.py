@@ -94,6 +94,7 @@ def summary(results: Path, peak_bf16: float | None) -> list[str]:
     for run in trained(results):
         h = run.history
         best = lambda k: max((r[k] for r in h if k in r), default=float("nan"))
+        validation = f"{100 * best('val_acc_raw'):.2f}% raw / {100 * best('val_acc_ema'):.2f}% EMA"
         epoch_s = sum(r["seconds"] for r in h) / len(h)
         marker = run.path / "step-eager.txt"  # gpu_run.sh's: the CUDA-graph step failed there, and the run went on eagerly
         per_epoch = f"{epoch_s:.1f} s per training epoch" + (f" (eager step: {marker.read_text().strip()})" if marker.exists() else "")
@@ -101,13 +102,13 @@ def summary(results: Path, peak_bf16: float | None) -> list[str]:
             rec = run.config_record
             lines.append(f"- `{run.path.name}` ({rec['parameters'].get('recipe', 'paper')} recipe, {rec['environment']['device_name']}, "
                          f"{rec['precision']}): unfinished, {len(h)} of {rec['parameters']['epochs']} epochs, best validation so far "
-                         f"{100 * best('val_acc_raw'):.2f}% raw / {100 * best('val_acc_ema'):.2f}% EMA; {per_epoch}")
+                         f"{validation}; {per_epoch}")
             continue
         m = run.metrics
         tta = f" ({100 * m['test_acc_tta']:.2f}% with flip TTA)" if m.get("test_acc_tta") is not None else ""
         share = f", {100 * m['images_per_s'] * 3.147e9 / (peak_bf16 * 1e12):.1f}% of the measured bf16 peak" if peak_bf16 else ""
         lines.append(f"- `{run.path.name}` ({m.get('recipe', 'paper')} recipe, {m['device_name']}, {m['precision']}): {m['epochs']} epochs, best validation "
-                     f"{100 * best('val_acc_raw'):.2f}% raw / {100 * best('val_acc_ema'):.2f}% EMA (chosen: {m['chosen_weights']}, "
+                     f"{validation} (chosen: {m['chosen_weights']}, "
                      f"epoch {m['best_epoch']}), test {100 * m['test_acc']:.2f}%{tta}; "
                      f"{per_epoch}, {m['images_per_s']:,.0f} images/s{share}; "
                      f"wall {m['wall_time_s']:.0f} s")

@@ -9,6 +9,11 @@ def run_script(*args, timeout=400):
     return subprocess.run(["bash", str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=REPO,
                           env={**__import__("os").environ, "PYTHON": sys.executable})
 
+def gpu_results(archive, tmp_path, figures=None):
+    "scripts/gpu_results.py on `archive`, into tmp_path/results (figures: tmp_path/figures unless named)."
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_results.py"), str(archive), "--dest", str(tmp_path / "results"),
+                           "--figures", str(figures or tmp_path / "figures")], capture_output=True, text=True, timeout=120)
+
 @pytest.mark.slow  # every step of the script at toy scale: about two minutes
 def test_smoke_mode_runs_every_step_and_packs_one_archive(tmp_path, standin):
     archive = tmp_path / "standin.tar.xz"
@@ -49,8 +54,7 @@ def test_smoke_mode_runs_every_step_and_packs_one_archive(tmp_path, standin):
     # back on this side: unpack into results/gpu/<date>-<card>/ with Figure 4 and a summary line per run
     old = tmp_path / "figures"; old.mkdir(); (tmp_path / "cpu-grid").mkdir()  # a set from another grid, published before
     (old / "source.json").write_text(json.dumps(dict(runs_dir=str(tmp_path / "cpu-grid"))))
-    r = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_results.py"), str(tmp_path / "out" / "gpu-results.tar.gz"),
-                        "--dest", str(tmp_path / "results"), "--figures", str(old)], capture_output=True, text=True, timeout=120)
+    r = gpu_results(tmp_path / "out" / "gpu-results.tar.gz", tmp_path, figures=old)
     assert r.returncode == 0, r.stderr
     source = json.loads((old / "source.json").read_text())  # figures/ is now the GPU grid's set ...
     assert source["runs_dir"] == str(tmp_path / "results" / "grid-1ep") and (old / "table3_ablations.md").exists()
@@ -75,18 +79,24 @@ def test_bad_arguments_exit_2_with_the_reason(tmp_path):
         assert r.returncode == 2 and said in r.stderr, (args, r.stderr)
     assert not (tmp_path / "out" / "gpu-results.tar.gz").exists()
 
-FAKE_PYTHON = """#!/usr/bin/env bash
-# python for gpu_run.sh, except that a training run (papermill's or the module's) writes one epoch and then hangs
+def fake_python(tmp_path, training: str):
+    "A python for gpu_run.sh that runs `training` (bash, with `$run` its run folder) for a training run, papermill's or the module's."
+    fake = tmp_path / "python"
+    fake.write_text(f"""#!/usr/bin/env bash
 case " $* " in
   *" -m papermill "*|*" -m attnresnet.train "*)
     prev=""; for a in "$@"; do if [ "$prev" = run_dir ] || [ "$prev" = --run-dir ]; then run=$a; fi; prev=$a; done
-    mkdir -p "$run"; echo $$ > "$run/pid"
-    echo "$CONFIG" > "$run/config.json"; printf "$HISTORY" > "$run/history.csv"
-    echo "$*" > "$run/argv.tmp"; mv "$run/argv.tmp" "$run/argv.txt"  # last, and whole: the test waits for it
-    exec sleep 300 ;;
+    mkdir -p "$run"
+{training} ;;
 esac
-exec REAL "$@"
-"""
+exec {sys.executable} "$@"
+""")
+    fake.chmod(0o755)
+    return fake
+
+HANGS = """    echo $$ > "$run/pid"; echo "$CONFIG" > "$run/config.json"; printf "$HISTORY" > "$run/history.csv"
+    echo "$*" > "$run/argv.tmp"; mv "$run/argv.tmp" "$run/argv.txt"  # last, and whole: the test waits for it
+    exec sleep 300"""  # writes one epoch, then hangs
 
 CONFIG = dict(parameters=dict(model="attnresnet", recipe="paper", epochs=2, cudnn_benchmark=True, channel_multiple=8, attention_matmul=False,
                               eval_batch_size=1000), environment=dict(device_name="stand-in"), precision="fp32",
@@ -96,7 +106,7 @@ HISTORY = "epoch,train_loss,train_acc,lr,images_per_s,seconds,val_acc_raw,val_ac
 def test_a_command_killed_mid_step_returns_the_step_so_far(tmp_path, standin):
     "The device kills a command at its limit, which can come before --budget: the archive still holds paper500's history."
     import os, signal, time
-    fake = tmp_path / "python"; fake.write_text(FAKE_PYTHON.replace("REAL", sys.executable)); fake.chmod(0o755)
+    fake = fake_python(tmp_path, HANGS)
     work, out, run = tmp_path / "work", tmp_path / "out", tmp_path / "paper500"
     (work / "results").mkdir(parents=True)  # the speed rows of an earlier command in this --work folder: padding was fastest
     rows = [dict(ms_per_step=ms, nonfinite_steps=0, settings=dict(step="graph", **s))
@@ -126,8 +136,7 @@ def test_a_command_killed_mid_step_returns_the_step_so_far(tmp_path, standin):
     argv = (run / "argv.txt").read_text()
     assert "-p cudnn_benchmark True -p channel_multiple 8 -p eval_batch_size 1000" in argv and "-p checkpoint_every 5" in argv, argv
     # back here, the unfinished run is reported as such, and drawn as the longest run
-    r = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_results.py"), str(out / "gpu-results.tar.gz"), "--dest", str(tmp_path / "results"),
-                        "--figures", str(tmp_path / "figures")], capture_output=True, text=True, timeout=120)
+    r = gpu_results(out / "gpu-results.tar.gz", tmp_path)
     assert r.returncode == 0, r.stderr
     assert "`paper500` (paper recipe, stand-in, fp32): unfinished, 1 of 2 epochs, best validation so far 25.00% raw / 12.50% EMA" in r.stdout
     (dest,) = (tmp_path / "results").iterdir()
@@ -138,23 +147,15 @@ def test_a_command_killed_mid_step_returns_the_step_so_far(tmp_path, standin):
     argv = (run / "argv.txt").read_text()
     assert "-p cudnn_benchmark True -p channel_multiple 8 -p attention_matmul False -p eval_batch_size 1000" in argv, argv
 
-GRAPH_FAILS = """#!/usr/bin/env bash
-# python for gpu_run.sh, except that a training run fails in the CUDA-graph step unless told --step eager (then writes an epoch)
-case " $* " in
-  *" -m papermill "*|*" -m attnresnet.train "*)
-    prev=""; for a in "$@"; do if [ "$prev" = run_dir ] || [ "$prev" = --run-dir ]; then run=$a; fi; prev=$a; done
-    mkdir -p "$run"; echo "$*" >> "$run/attempts.txt"
+GRAPH_FAILS = """    echo "$*" >> "$run/attempts.txt"
     case " $* " in *" step eager "*|*" --step eager "*) echo "$CONFIG" > "$run/config.json"; printf "$HISTORY" > "$run/history.csv"; exit 0 ;; esac
     echo 'File "/repo/attnresnet/step.py", line 282, in run' >&2
-    echo 'RuntimeError: CUDA error: operation not permitted when stream is capturing' >&2; exit 1 ;;
-esac
-exec REAL "$@"
-"""
+    echo 'RuntimeError: CUDA error: operation not permitted when stream is capturing' >&2; exit 1"""  # fails unless told --step eager
 
 def test_a_failing_graph_step_hands_paper500_to_the_eager_step(tmp_path, standin):
     "Where the CUDA-graph step fails in its own code, paper500 goes on with --step eager in the same command, and later commands start so."
     import os
-    fake = tmp_path / "python"; fake.write_text(GRAPH_FAILS.replace("REAL", sys.executable)); fake.chmod(0o755)
+    fake = fake_python(tmp_path, GRAPH_FAILS)
     out, run = tmp_path / "out", tmp_path / "paper500"
     env = {**os.environ, "PYTHON": str(fake), "GPU_RUN_PAPER500": str(run), "CONFIG": json.dumps(CONFIG), "HISTORY": HISTORY}
     said = []
@@ -169,6 +170,5 @@ def test_a_failing_graph_step_hands_paper500_to_the_eager_step(tmp_path, standin
     assert "--step eager (the run's own, from its config.json; --step eager: the CUDA-graph step failed" in said[1]
     with tarfile.open(out / "gpu-results.tar.gz") as t:  # the marker comes back with the run, which says how it trained
         assert "the CUDA-graph step failed" in t.extractfile("results/runs/paper500/step-eager.txt").read().decode()
-    r = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_results.py"), str(out / "gpu-results.tar.gz"), "--dest", str(tmp_path / "results"),
-                        "--figures", str(tmp_path / "figures")], capture_output=True, text=True, timeout=120)
+    r = gpu_results(out / "gpu-results.tar.gz", tmp_path)
     assert r.returncode == 0 and "s per training epoch (eager step: the CUDA-graph step failed (rc=1" in r.stdout, r.stdout + r.stderr
