@@ -85,8 +85,9 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_schedule)
         self.swa_scheduler = SWALR(self.optimizer, swa_lr=[c.swa_lr * self.lr_scale * g["lr_multiple"] for g in groups], anneal_epochs=1) if c.swa else None
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        # averages are built from the uncompiled module; BN statistics averaged too unless ema_buffers=False (then the live model's)
-        self.ema = AveragedModel(self.model, use_buffers=c.ema_buffers) if c.ema_decay > 0 else None  # updated by `ema_update`
+        # averages are built from the uncompiled module; BN statistics averaged too unless ema_buffers=False (then the live model's).
+        # The EMA's step counter `n_averaged` on the device too (torch leaves it on the CPU): a CUDA graph replays device work only
+        self.ema = AveragedModel(self.model, device=self.device, use_buffers=c.ema_buffers) if c.ema_decay > 0 else None  # updated by `ema_update`
         self.swa_model = AveragedModel(self.model) if c.swa else None
 
     def _training_module(self) -> nn.Module:
