@@ -77,6 +77,7 @@ def test_graph_step_captures_and_matches_the_same_step_without_a_graph(tmp_path)
     for p, q in zip(graph.model.parameters(), plain.model.parameters()):
         assert (p - q).norm() <= 2e-2 * q.norm() + 1e-6, (p - q).norm() / q.norm()
     assert graph.steps == plain.steps == 24 and graph.scheduler.last_epoch == plain.scheduler.last_epoch
+    assert graph.ema.n_averaged.item() == plain.ema.n_averaged.item() == 24  # the EMA's counter advances on replay too (on the device)
 
 def test_graph_step_is_close_to_train_step(tmp_path):
     "The graph against today's eager `train_step` (for-each SGD instead of fused, bf16 kernels): one epoch's loss within bf16 rounding."
