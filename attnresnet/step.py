@@ -22,7 +22,8 @@ from .schedules import ema_decay_at, step_scheduler
 # %% auto #0
 __all__ = ['STEP_MODES', 'PAPER_STEPS', 'EVAL_BATCHES', 'EXACT_SETTINGS', 'SPEED_SETTINGS', 'resolve_step', 'epoch_batches',
            'draw_mix', 'apply_mix', 'draw_augment', 'apply_augment', 'NoHostSync', 'NoHostData', 'GraphStep',
-           'step_benchmark', 'step_table', 'fastest_exact', 'fastest_eval_batch', 'committed_speed_rows', 'main']
+           'step_benchmark', 'step_table', 'fastest_exact', 'fastest_eval_batch', 'committed_speed_rows',
+           'long_run_settings', 'main']
 
 # %% ../nbs/12_step.ipynb #297eb1af
 STEP_MODES = _CHOICES["step"]  # TrainConfig.step's choices: "auto", "graph", "eager"
@@ -417,6 +418,20 @@ def committed_speed_rows(root, device: str) -> Path | None:
         if record.get("device") == device and record.get("rows"): return f
     return None
 
+# %% ../nbs/12_step.ipynb #7689445b
+def long_run_settings(run_dir=None, rows=None, committed=None, device: str | None = None) -> tuple[dict, str]:
+    "A long run's `SPEED_SETTINGS` and where they come from: a started run's own, else the fastest of `rows`, else of the newest `committed` rows from `device`."
+    config = Path(run_dir) / "config.json" if run_dir is not None else None
+    if config is not None and config.exists():  # a resume keeps the settings the run started with
+        p = json.loads(config.read_text())["parameters"]
+        return {k: p[k] for k in SPEED_SETTINGS if k in p}, "the run's own, from its config.json"
+    if rows is not None and Path(rows).exists(): why = f"the fastest of the speed rows in {Path(rows).name}"
+    elif committed is not None and device is not None and (rows := committed_speed_rows(committed, device)):
+        why = f"the fastest of the speed rows committed in {rows}"
+    else: return {}, "no speed rows measured on this card, here or committed"
+    measured = json.loads(Path(rows).read_text())["rows"]
+    return {**fastest_exact(measured), **fastest_eval_batch(measured)}, why
+
 # %% ../nbs/12_step.ipynb #93d346a1
 def main(argv: list[str] | None = None) -> str:
     "`python -m attnresnet.step`: the training step's benchmark (`step_benchmark`), a table printed last (and written with --out)."
@@ -432,11 +447,19 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--out", metavar="FILE", help="also write the table to FILE (and its numbers to FILE with .json), row by row")
     p.add_argument("--fastest", metavar="JSON", help="only print the training options of the fastest exact setting and evaluation "
                    "batch in an --out JSON file (fastest_exact, fastest_eval_batch; nothing when none beats the default) and exit")
+    p.add_argument("--long-run", metavar="RUN_DIR", help="only print a long run's speed settings as training options, and on a "
+                   "second line where they come from (long_run_settings: the run's config.json, else --rows, else --committed), and exit")
+    p.add_argument("--rows", metavar="JSON", help="with --long-run: the speed rows (an --out JSON file) a new run takes the fastest of")
+    p.add_argument("--committed", metavar="DIR", help="with --long-run: committed rows (DIR/<date>-<card>/step-bench.json) from --device's card")
     a = p.parse_args(argv)
-    if a.fastest:
-        try: rows = json.loads(Path(a.fastest).read_text())["rows"]
-        except (OSError, ValueError, KeyError) as e: p.error(f"--fastest {a.fastest}: not the JSON file of an --out ({e})")
-        text = " ".join(train_options({**fastest_exact(rows), **fastest_eval_batch(rows)}))
+    if a.fastest or a.long_run:
+        what = f"--fastest {a.fastest}" if a.fastest else f"--long-run {a.long_run}"
+        try:
+            if a.fastest and not Path(a.fastest).is_file(): raise FileNotFoundError("no such file")
+            settings, why = (long_run_settings(rows=a.fastest) if a.fastest else
+                             long_run_settings(a.long_run, a.rows, a.committed, device_name(torch.device(a.device))))
+        except (OSError, ValueError, KeyError) as e: p.error(f"{what}: not a run's config.json or an --out JSON file ({type(e).__name__}: {e})")
+        text = " ".join(train_options(settings)) + ("" if a.fastest else "\n" + why)
         print(text)
         return text
     if a.smoke: a.device, a.width, a.batch_size, a.steps, a.val_images, a.no_compile = "cpu", 4, 16, 2, 32, True

@@ -63,7 +63,7 @@
 #              bash scripts/gpu_run.sh $OUT --steps paper500 --budget SECONDS --work runs/gpu-work
 #            (the second repeated until runs/paper500/metrics.json exists); history, config and metrics come back in
 #            the archive. A new run takes the fastest exact setting of the speed rows in the same --work folder, else
-#            of the newest committed from this card (results/gpu/*/step-bench.json; python -m attnresnet.step --fastest:
+#            of the newest committed from this card (results/gpu/*/step-bench.json; python -m attnresnet.step --long-run:
 #            cudnn.benchmark, padded channels, matmul attention, the evaluation batch); a resumed run keeps its own
 #            (from its config.json). Where the CUDA-graph step fails in its own code, the run goes on with --step eager
 #            in the same command (the same math, slower), and later commands resume it so (step-eager.txt in the run)
@@ -320,16 +320,10 @@ if [ $SMOKE = 0 ] && want compile; then
 fi
 # paper500: the paper's recipe, 500 epochs, resumed from runs/paper500/last.pt by the next command that names this step
 if want paper500; then
-  # the speed settings (attnresnet.step.SPEED_SETTINGS) a started run has, else the fastest the speed rows measured
-  if [ -f "$P500/config.json" ]; then WHY="the run's own, from its config.json"
-    EXACT=$($PY -c 'import json, sys; from attnresnet.step import SPEED_SETTINGS; from attnresnet.config import train_options
-p = json.load(open(sys.argv[1]))["parameters"]; print(" ".join(train_options({k: p[k] for k in SPEED_SETTINGS if k in p})))' "$P500/config.json")
-  elif [ -f "$RES/step-bench.json" ]; then WHY="the fastest of the speed rows in step-bench.json"
-    EXACT=$($PY -m attnresnet.step --fastest "$RES/step-bench.json")
-  elif ROWS=$($PY -c "import torch; from attnresnet.config import device_name; from attnresnet.step import committed_speed_rows
-print(committed_speed_rows('$REPO/results/gpu', device_name(torch.device('$DEVICE'))) or '')") && [ -n "$ROWS" ]; then
-    WHY="the fastest of the speed rows committed in ${ROWS#$REPO/}"; EXACT=$($PY -m attnresnet.step --fastest "$ROWS")
-  else EXACT=""; WHY="no speed rows measured on this card, here or committed"; fi
+  # the speed settings (attnresnet.step.SPEED_SETTINGS): a started run's own (its config.json), else the fastest of the
+  # speed rows measured in this --work folder, else of the newest committed from this card (step.long_run_settings)
+  { read -r EXACT; read -r WHY; } < <($PY -m attnresnet.step --long-run "$P500" --rows "$RES/step-bench.json" --committed results/gpu \
+                                      --device $DEVICE) || WHY="${WHY:-no speed settings: python -m attnresnet.step --long-run failed}"
   # The CUDA-graph step had never run on a GPU before this script's first lease. Where it fails in its own code (a trace
   # through attnresnet/step.py, or a capture error), the run goes on at once with --step eager: the same math, so the
   # same run (`step` is not part of a run's identity), slower. The marker file makes later commands resume eagerly too.
