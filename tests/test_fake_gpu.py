@@ -1,26 +1,28 @@
-"""The graph step on a pretend GPU: a Trainer built on 'cuda' on a machine without one, and every operation of its step checked
-for a tensor left on the CPU.
+"""The trainer on a pretend GPU: Trainers built on 'cuda' on a machine without one, the graph step checked for a tensor left
+on the CPU, and whole epochs checked for GPU and CPU tensors mixed.
 
 On a CPU every tensor is on the CPU, so test_step.py cannot see one that should have been on the GPU. Inside a CUDA graph such
 a tensor is a silent error, not a slow one: an operation on it runs on the host once, while the graph is captured, and never
-again when the graph replays (and a 0-d CPU tensor handed to a GPU kernel is read once, at capture, and frozen in). torch's
-`FakeTensorMode` makes tensors with a device, a shape and a dtype but no data, so the Trainer, its model and the step's
-tables can be made on 'cuda' here, and `OnDevice` refuses any operation with a CPU tensor among its operands.
+again when the graph replays (and a 0-d CPU tensor handed to a GPU kernel is read once, at capture, and frozen in). Outside
+the graph, a GPU tensor mixed with a CPU one stops a run mid-lease. torch's `FakeTensorMode` makes tensors with a device, a
+shape and a dtype but no data, so the Trainer, its model and its data can be made on 'cuda' here. `OnDevice` refuses any
+operation of the graph step with a CPU operand; elsewhere FakeTensorMode itself raises where a real GPU would.
 
-What stands in for the GPU, each in `pretend_gpu`: the model's weights are made for real and then moved (FakeTensorMode cannot
-move weights it made itself); the epoch's random draws are made for real, on the host, as on a GPU; autograd's backward,
-whose engine asks the CUDA driver, is replaced by gradients of each parameter's shape and device; the fused SGD kernel, which
-has no fake kernel, is checked for its operands' devices only (its arithmetic: test_step.py's fused-SGD test). Shapes,
-devices and dtypes are checked here; numbers are not (tests/test_gpu.py, on a GPU)."""
+What stands in for the GPU, each in `pretend_gpu`: the host stays real (`HostIsReal`: the random draws, the augmentation's
+choices, the model's initial weights are made for real and then moved); autograd's backward, whose engine asks the CUDA
+driver, is replaced by gradients of each parameter's shape and device; the fused SGD kernel, which has no fake kernel, is
+checked for its operands' devices only (its arithmetic: test_step.py's fused-SGD test); a host read of a GPU value, which
+has none, reads 0; the Trainer's second move of the model (to channels-last) is skipped. Shapes, devices and dtypes are
+checked here; numbers are not (tests/test_gpu.py does, on a GPU)."""
 import contextlib, types
 from unittest import mock
 import pytest, torch
-from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode, unset_fake_temporarily
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 import attnresnet.trainer as trainer_module
 from attnresnet.config import make_config
-from attnresnet.step import GraphStep, NoHostData, NoHostSync
+from attnresnet.step import NoHostData, NoHostSync
 from attnresnet.trainer import Trainer
 from test_step import SHORT_RUN_OPTIONS, splits
 
@@ -29,31 +31,37 @@ class OnDevice(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         on_cpu = [tuple(t.shape) for t in tree_leaves((args, kwargs or {})) if isinstance(t, torch.Tensor) and t.device.type == "cpu"]
         if on_cpu: raise RuntimeError(f"a CPU tensor in the step: aten.{func.overloadpacket.__name__} has CPU operands of shapes {on_cpu}")
-        if func.overloadpacket.__name__ == "_fused_sgd_": return None  # no fake kernel: its operands' devices are what is checked
         return func(*args, **(kwargs or {}))
+
+class HostIsReal(TorchDispatchMode):
+    """The host stays real: an operation on real CPU tensors only (or making one) runs for real, as the host of a GPU machine
+    runs it; fake GPU tensors go on to FakeTensorMode. What fake tensors cannot do: the fused SGD kernel has no fake kernel
+    (a no-op here), and a read of a fake tensor has no value (answered 0)."""
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs, name = kwargs or {}, func.overloadpacket.__name__
+        tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        if not any(isinstance(t, FakeTensor) for t in tensors) and torch.device(kwargs.get("device") or "cpu").type == "cpu":
+            with unset_fake_temporarily(): return func(*args, **kwargs)
+        if name == "_fused_sgd_": return None  # its operands' devices are what is checked (its arithmetic: test_step.py)
+        if name == "_local_scalar_dense": return False if args[0].dtype == torch.bool else 0  # `.item()`, `.tolist()`, `bool()`
+        return func(*args, **kwargs)
 
 @contextlib.contextmanager
 def pretend_gpu():
     "Build Trainers on device='cuda' without a GPU: FakeTensorMode and the few patches it needs, each with its reason."
-    build, draw = trainer_module.build_model, GraphStep.draw_epoch
-    def build_model(*args, **kw):  # weights made for real, then moved; the Trainer's own .to() calls (device, channels_last) are no-ops
-        with unset_fake_temporarily(): model = build(*args, **kw)
-        model = model.to("cuda")  # under the mode: fake tensors on 'cuda', as new Parameters (the `__future__` flag below)
-        model.to = types.MethodType(lambda self, *a, **k: self, model)
+    build = trainer_module.build_model
+    def build_model(*args, **kw):  # weights made for real on the host, then moved to the fake 'cuda' as new Parameters, once:
+        model = build(*args, **kw).to("cuda")  # fake weights cannot be moved again (`swap_tensors` refuses their weak
+        model.to = types.MethodType(lambda self, *a, **k: self, model)  # references), so the Trainer's own .to() calls are no-ops
         return model
-    def draw_epoch(self):  # the epoch's draws are real numbers made on the host, as on a GPU; uploading them is the mode's
-        with unset_fake_temporarily(): return draw(self)
-    overwrite, benchmark = torch.__future__.get_overwrite_module_params_on_conversion(), torch.backends.cudnn.benchmark
-    torch.__future__.set_overwrite_module_params_on_conversion(True)
+    benchmark = torch.backends.cudnn.benchmark
     try:
         with mock.patch.object(trainer_module, "resolve_device", torch.device), mock.patch.object(trainer_module, "build_model", build_model), \
-             mock.patch.object(GraphStep, "draw_epoch", draw_epoch), \
              mock.patch("torch.cuda.is_available", lambda: True), mock.patch("torch.cuda.is_bf16_supported", lambda *a, **k: True), \
              mock.patch.object(FakeTensorMode, "avoid_device_init", True), mock.patch("torch.Tensor.pin_memory", lambda self, *a, **k: self), \
-             FakeTensorMode(allow_non_fake_inputs=True):  # the real CPU tensors of `splits()` become fake ones as the Trainer moves them
+             FakeTensorMode(allow_non_fake_inputs=True), HostIsReal():  # the real CPU tensors of `splits()` become fake ones as the Trainer moves them
             yield
     finally:
-        torch.__future__.set_overwrite_module_params_on_conversion(overwrite)
         torch.backends.cudnn.benchmark = benchmark  # a Trainer on 'cuda' sets it for the process
 
 @contextlib.contextmanager
@@ -64,10 +72,14 @@ def gradients_without_autograd(tr: Trainer):
         for p in params: p.grad = torch.empty_like(p)
     with mock.patch("torch.Tensor.backward", backward): yield
 
+def config(**settings):
+    "The paper's recipe at width 4 on 'cuda', as a GPU run would choose: bf16 (and the graph step, fused SGD)."
+    return make_config(**{**dict(width=4, batch_size=16, device="cuda", precision="bf16", epochs=3, progress=False,
+                                 mixup_prob=0.3, cutmix_prob=0.3), **settings})
+
 def pretend_trainer(**settings) -> Trainer:
-    "A Trainer of the paper's recipe at width 4 on the pretend GPU, as a GPU run would choose: bf16, the graph step, fused SGD."
-    tr = Trainer(make_config(**{**dict(width=4, batch_size=16, device="cuda", precision="bf16", epochs=3, progress=False,
-                                       mixup_prob=0.3, cutmix_prob=0.3), **settings}), splits())
+    "A Trainer on the pretend GPU that takes the graph step with fused SGD, as a GPU run would."
+    tr = Trainer(config(**settings), splits())
     assert tr.device.type == "cuda" and tr.step_mode == "graph" and tr.graph_step.capture and tr.graph_step.fused
     assert all(p.device.type == "cuda" for p in tr.model.parameters()) and tr.loader.x.device.type == "cuda"
     return tr
@@ -95,3 +107,21 @@ def test_on_device_finds_a_cpu_tensor_in_the_step():
         tr.graph_step.begin_epoch()
         with gradients_without_autograd(tr), OnDevice(), pytest.raises(RuntimeError, match=r"CPU tensor in the step: aten\.add_"):
             tr.graph_step.step_eager()
+
+EPOCHS = {**{f"graph-{k}": dict(v, step="graph") for k, v in SETTINGS.items()},
+          **{f"eager-{k}": dict(SETTINGS[k], step="eager") for k in ("paper", "augment-and-optimiser", "swa-with-groups")},
+          "eager-val-augment": dict(step="eager", val_augment=True, ema_buffers=False)}
+
+@pytest.mark.parametrize("settings", list(EPOCHS.values()), ids=list(EPOCHS))
+def test_epochs_of_a_run_on_the_pretend_gpu(settings):
+    """Two epochs of `Trainer.run_epoch` on the pretend GPU, with the graph step (run without capture) and with the eager
+    step that `gpu_run.sh` falls back on: the work around the step (the eager step's draws and choices, alternating flips,
+    SWA's average, validation, the best weights kept on the device) mixes no GPU tensor with a CPU one, which a real GPU
+    would refuse mid-run."""
+    with pretend_gpu():
+        tr = Trainer(config(**{"epochs": 2, **settings}), splits())
+        if tr.graph_step is not None: tr.graph_step.capture = False  # recording a graph needs the driver
+        with gradients_without_autograd(tr):
+            while not tr.done: tr.run_epoch()
+        assert [r["epoch"] for r in tr.history] == [1, 2] and tr.step_mode == settings["step"]
+        assert tr._best_state is not None and all(v.device.type == "cuda" for v in tr._best_state.values())
