@@ -421,9 +421,8 @@ def committed_speed_rows(root, device: str) -> Path | None:
 # %% ../nbs/12_step.ipynb #7689445b
 def long_run_settings(run_dir=None, rows=None, committed=None, device: str | None = None) -> tuple[dict, str]:
     "A long run's `SPEED_SETTINGS` and where they come from: a started run's own, else the fastest of `rows`, else of the newest `committed` rows from `device`."
-    config = Path(run_dir) / "config.json" if run_dir is not None else None
-    if config is not None and config.exists():  # a resume keeps the settings the run started with
-        p = json.loads(config.read_text())["parameters"]
+    if run_dir is not None and (run := RunDir(run_dir)).started:  # a resume keeps the settings the run started with
+        p = run.config_record["parameters"]
         return {k: p[k] for k in SPEED_SETTINGS if k in p}, "the run's own, from its config.json"
     if rows is not None and Path(rows).exists(): why = f"the fastest of the speed rows in {Path(rows).name}"
     elif committed is not None and device is not None and (rows := committed_speed_rows(committed, device)):
