@@ -26,6 +26,9 @@ from attnresnet.step import NoHostData, NoHostSync
 from attnresnet.trainer import Trainer
 from test_step import SHORT_RUN_OPTIONS, splits
 
+# deepcopy (the EMA's copy of the model) asks a fake weight for its data pointer, which it does not have and does not need
+pytestmark = pytest.mark.filterwarnings("ignore:Accessing the data pointer of FakeTensor:UserWarning")
+
 class OnDevice(TorchDispatchMode):
     "Raise on every operation with a CPU tensor among its operands (under `pretend_gpu`, where every tensor should be on 'cuda')."
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
