@@ -29,10 +29,12 @@ def to_device(t: torch.Tensor, device: torch.device | str, dtype: torch.dtype | 
         t = t.pin_memory().to(device, non_blocking=True)  # a plain .to(cuda) waits for all queued GPU work
     return t.to(device=device, dtype=dtype)
 
+# %% ../nbs/03_augment.ipynb #2839d5b6
 def to_float(x: torch.Tensor) -> torch.Tensor:
     "uint8 images in [0, 255] -> float32 in [0, 1]; float images are returned unchanged."
     return x.float().div_(255) if x.dtype == torch.uint8 else x
 
+# %% ../nbs/03_augment.ipynb #b1809987
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     "Per-channel `(x - mean) / std` for images (B, C, H, W)."
     mean = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
@@ -46,12 +48,14 @@ def translation_matrix(t: torch.Tensor) -> torch.Tensor:
     m[:, :2, 2] = t
     return m
 
+# %% ../nbs/03_augment.ipynb #df5624bf
 def flip_matrix(flip: torch.Tensor) -> torch.Tensor:
     "(n, 3, 3) maps mirroring x where the boolean flip (n,) is True."
     m = torch.eye(3).repeat(len(flip), 1, 1)
     m[:, 0, 0] = 1 - 2 * flip.float()
     return m
 
+# %% ../nbs/03_augment.ipynb #5fc59564
 def rotation_matrix(degrees: torch.Tensor) -> torch.Tensor:
     "(n, 3, 3) output->input maps that rotate images counter-clockwise by `degrees` (n,) about their centre."
     a = torch.deg2rad(-degrees.float())
@@ -60,6 +64,7 @@ def rotation_matrix(degrees: torch.Tensor) -> torch.Tensor:
     m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = c, s, -s, c
     return m
 
+# %% ../nbs/03_augment.ipynb #36f4665d
 def homography(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     "(n, 3, 3) projective maps sending the 4 points src (n, 4, 2) onto dst (n, 4, 2)."
     src, dst = src.double(), dst.double()
@@ -119,6 +124,7 @@ def perspective_points(n: int, distortion: float = 0.1, size=(32, 32), p: float 
     applied = (_rand(n, generator=generator) < p).view(n, 1, 1)
     return start, torch.where(applied, start + offset * inward, start)
 
+# %% ../nbs/03_augment.ipynb #a9f67df6
 def perspective_matrices(start: torch.Tensor, end: torch.Tensor, size=(32, 32)) -> torch.Tensor:
     "(n, 3, 3) output->input maps of `TF.perspective(img, start, end)` in `warp`'s centred coordinates."
     centre = torch.tensor([size[1] / 2, size[0] / 2])
@@ -149,6 +155,7 @@ def geometry_matrices(n: int,  # number of images
         m = m @ homography(moved, corners.expand(n, 4, 2))
     return m
 
+# %% ../nbs/03_augment.ipynb #e4fe72f0
 def random_geometry(x: torch.Tensor,  # float images (B, C, H, W) on any device
                     crop_pad: int = 4, flip: bool = True, rotate: float = 15.0,
                     perspective: float = 0.0, perspective_p: float = 0.5,
@@ -166,6 +173,7 @@ def grayscale(x: torch.Tensor) -> torch.Tensor:
 
 def _blend(x, other, f): return (f * x + (1 - f) * other).clamp_(0, 1)
 
+# %% ../nbs/03_augment.ipynb #5ef8068d
 def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
     "RGB images (B, 3, H, W) in [0, 1] -> HSV with hue in [0, 1)."
     r, g, b = x.unbind(1)
@@ -177,6 +185,7 @@ def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
     h = torch.where(d > 0, (h / 6) % 1.0, torch.zeros_like(h))
     return torch.stack([h, s, v], 1)
 
+# %% ../nbs/03_augment.ipynb #74cbb4ad
 def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
     "HSV images (B, 3, H, W) with hue in [0, 1) -> RGB."
     h, s, v = x[:, 0:1], x[:, 1:2], x[:, 2:3]
@@ -193,6 +202,7 @@ def color_params(n: int, brightness: float = 0.1, contrast: float = 0.1, saturat
     return dict(brightness=f(u[0], brightness), contrast=f(u[1], contrast), saturation=f(u[2], saturation), hue=u[3] * hue,
                 order=order)  # order[i]: the operations (0 brightness, 1 contrast, 2 saturation, 3 hue) in image i's order
 
+# %% ../nbs/03_augment.ipynb #085bca9a
 def _hue(x, shift):
     hsv = rgb_to_hsv(x)
     return hsv_to_rgb(torch.cat([(hsv[:, :1] + shift) % 1.0, hsv[:, 1:]], 1))
@@ -213,6 +223,7 @@ def apply_color(x: torch.Tensor, p: dict) -> torch.Tensor:
             else: x = torch.where(to_device(here, x.device).view(-1, 1, 1, 1), ops[j](x), x)
     return x
 
+# %% ../nbs/03_augment.ipynb #a4f09b9e
 def color_jitter(x: torch.Tensor, brightness: float = 0.1, contrast: float = 0.1, saturation: float = 0.1, hue: float = 0.02,
                  random_order: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
     "Batched `ColorJitter` with per-image factors and order (see `color_params`)."
@@ -371,6 +382,7 @@ def mixup(x: torch.Tensor, targets: torch.Tensor, lam: float, perm: torch.Tensor
     perm = to_device(perm, x.device)
     return lam * x + (1 - lam) * x[perm], lam * targets + (1 - lam) * targets[to_device(perm, targets.device)]
 
+# %% ../nbs/03_augment.ipynb #e220cd73
 def cutmix_box(size, lam: float, generator: torch.Generator | None = None) -> tuple[int, int, int, int]:
     "CutMix box (y0, y1, x0, x1): sides sqrt(1 - lam) of `size` (H, W), centred at a random pixel, clipped to the image."
     H, W = size
@@ -379,6 +391,7 @@ def cutmix_box(size, lam: float, generator: torch.Generator | None = None) -> tu
     cy, cx = (_rand(2, generator=generator) * torch.tensor([H, W])).long().tolist()
     return max(cy - ch // 2, 0), min(cy + ch // 2, H), max(cx - cw // 2, 0), min(cx + cw // 2, W)
 
+# %% ../nbs/03_augment.ipynb #719c0a69
 def cutmix(x: torch.Tensor, targets: torch.Tensor, box: tuple, perm: torch.Tensor):
     "Paste `box` from the batch permuted by `perm`; targets are weighted by the exact pasted area. Returns (x, targets)."
     y0, y1, x0, x1 = box
@@ -388,6 +401,7 @@ def cutmix(x: torch.Tensor, targets: torch.Tensor, box: tuple, perm: torch.Tenso
     area = (y1 - y0) * (x1 - x0) / (x.shape[-2] * x.shape[-1])
     return out, (1 - area) * targets + area * targets[to_device(perm, targets.device)]
 
+# %% ../nbs/03_augment.ipynb #5a053c70
 def mix_batch(x: torch.Tensor,  # float images (B, C, H, W)
               targets: torch.Tensor,  # float soft targets (B, num_classes), e.g. from `soft_targets`
               mixup_prob: float = 0.3,  # chance that the batch gets Mixup

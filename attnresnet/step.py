@@ -67,6 +67,7 @@ def draw_mix(n: int, size=(32, 32), mixup_prob: float = 0.3, cutmix_prob: float 
     return dict(kind=torch.tensor(kind), perm=perm, weights=torch.tensor([keep, take], dtype=torch.float32),
                 box=torch.tensor(box))
 
+# %% ../nbs/12_step.ipynb #b9b11762
 def apply_mix(x: torch.Tensor, targets: torch.Tensor, m: dict) -> tuple[torch.Tensor, torch.Tensor]:
     "Mixup, CutMix or neither (by `m['kind']`: 0, 1, 2) with the draws of `draw_mix`, chosen on the device: no branch, no host read."
     H, W = x.shape[-2:]
@@ -94,6 +95,7 @@ def draw_augment(augment: Augment, n: int, size=(32, 32), generator: torch.Gener
     if "cutout" in p: out["cutout"] = p["cutout"]
     return out
 
+# %% ../nbs/12_step.ipynb #148ecddc
 def apply_augment(x: torch.Tensor, p: dict, augment: Augment) -> torch.Tensor:
     "`augment.apply` with the parameters of `draw_augment` (already on `x`'s device), without a host read: every choice is `torch.where`."
     c, x = augment.config, to_float(x)
@@ -368,6 +370,7 @@ def step_benchmark(device: str = "cuda", width: int = 31, batch: int = 128, step
                   arithmetic_floor_s=flops_step * PAPER_STEPS / (peak * 1e12))
     return rows, floors
 
+# %% ../nbs/12_step.ipynb #f33b571c
 def step_table(rows: list[dict], floors: dict) -> str:
     "The benchmark's rows as a Markdown table, with the floors and the target beside them."
     f = lambda v, fmt: "-" if v is None else format(v, fmt)
