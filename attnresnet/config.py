@@ -271,6 +271,7 @@ def cpu_has_fast_bf16() -> bool:
     try: return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError): return False
 
+# %% ../nbs/04_config.ipynb #958c1e8c
 def resolve_precision(precision: str, device: torch.device) -> str:
     "The concrete precision ('bf16', 'fp16' or 'fp32') for a config's `precision` on `device`."
     if precision != "auto": return precision

@@ -25,6 +25,7 @@ def offline_cifar10() -> Path | None:
     p = Path(env).expanduser() if env else REPO_DIR.parent / "shared" / "data" / "cifar10-jpeg"
     return p.resolve() if (p / "train").is_dir() and (p / "test").is_dir() else None
 
+# %% ../nbs/02_data.ipynb #31933f26
 def default_cache_dir() -> Path:
     "Cache folder: `$ATTNRESNET_CACHE`, else `<repo>/data` in a source checkout, else `~/.cache/attnresnet`."
     env = os.environ.get("ATTNRESNET_CACHE")

@@ -103,10 +103,12 @@ def write_text_atomic(text: str, path: Path):
     "Write `text` to `path` atomically."
     replace_atomic(path, lambda tmp: Path(tmp).write_text(text, newline=""))
 
+# %% ../nbs/11_helpers.ipynb #0a9eb339
 def write_json(obj, path: Path):
     "Write `obj` to `path` as indented JSON, atomically."
     write_text_atomic(json.dumps(obj, indent=2), path)
 
+# %% ../nbs/11_helpers.ipynb #d3fcdc72
 def atomic_save(obj, path: Path):
     "`torch.save` `obj` to `path` atomically."
     replace_atomic(path, lambda tmp: torch.save(obj, tmp))
@@ -136,6 +138,7 @@ def replace_dir(new: Path, path: Path, what: str = "figures_dir"):
         raise
     if old.exists(): shutil.rmtree(old)
 
+# %% ../nbs/11_helpers.ipynb #4eb2012d
 def staging_dir(path: Path, what: str = "figures_dir") -> Path:
     "A fresh folder beside `path` to build a set of outputs in (then `replace_dir(staging, path)`); refuses a `path` it may not replace."
     path = Path(path)

@@ -27,6 +27,7 @@ def conv_bn(cin: int, cout: int, kernel_size: int = 3, stride: int = 1) -> nn.Se
     return nn.Sequential(OrderedDict(conv=nn.Conv2d(cin, cout, kernel_size, stride, kernel_size // 2, bias=False),
                                      bn=nn.BatchNorm2d(cout)))
 
+# %% ../nbs/01_models.ipynb #801605ef
 class ResidualBlock(nn.Module):
     "Basic ResNet block with an optional attention module on the residual branch, before the addition."
     def __init__(self, cin: int, cout: int, stride: int = 1,
@@ -78,6 +79,7 @@ class AttentionResNet(nn.Module):
 
     def forward(self, x): return self.fc(self.dropout(self.pool(self.features(x)).flatten(1)))
 
+# %% ../nbs/01_models.ipynb #02731b00
 class EnhancedEfficientResNet(AttentionResNet):
     "The paper's network: Table 1 with channel then spatial attention in every residual block."
     def __init__(self, num_classes: int = 10, width: int = 31,
@@ -166,11 +168,13 @@ class WideBlock(nn.Module):
         y = self.conv2(self.dropout(F.relu(self.bn2(y))))
         return y + (self.shortcut(o) if self.shortcut is not None else x)
 
+# %% ../nbs/01_models.ipynb #a2fb41bb
 def check_wrn_depth(depth: int):
     "Raise a `ValueError` unless `depth` is a WideResNet depth, 6n + 4 with n >= 1."
     check_positive_int("depth", depth)
     if (depth - 4) % 6 or depth < 10: raise ValueError(f"depth={depth}: a WideResNet needs depth = 6n + 4 (10, 16, 22, 28, ...)")
 
+# %% ../nbs/01_models.ipynb #50ffbf0d
 class WideResNet(nn.Module):
     "WRN-`depth`-`widen_factor` for 32x32 images (Zagoruyko & Komodakis, 2016)."
     def __init__(self, num_classes: int = 10, depth: int = 16, widen_factor: int = 4, block_dropout: float = 0.0,

@@ -214,6 +214,7 @@ class RunDir:
 class RunRefused(RuntimeError):
     "A run that cannot start as asked; the message says why and what to do (the command line prints it without a traceback)."
 
+# %% ../nbs/05_runs.ipynb #3698baec
 def _holder_alive(holder: dict) -> bool:
     "Whether the process that wrote a lock may still run (on another machine: assumed so)."
     if holder.get("host") != platform.node(): return True
@@ -250,6 +251,7 @@ def read_history(run_dir) -> list[dict]:
     "The rows of a run's `history.csv`, with numbers parsed (`RunDir.history`)."
     return RunDir(run_dir).history
 
+# %% ../nbs/05_runs.ipynb #6983dfa7
 def load_config(run_dir) -> TrainConfig:
     "The `TrainConfig` a run directory was made with (`RunDir.config`)."
     return RunDir(run_dir).config
