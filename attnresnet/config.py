@@ -268,8 +268,9 @@ def resolve_device(device: str = "auto") -> torch.device:
 # %% ../nbs/04_config.ipynb #50d6a7c5
 def cpu_has_fast_bf16() -> bool:
     "Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 autocast is faster than fp32."
-    try: return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError): return False
+    # not oneDNN's `_is_mkldnn_bf16_supported`: that also says yes to plain AVX512, where bf16 is emulated and slower
+    try: return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError: return False  # a build without these queries: the CPU counts as slow at bf16
 
 # %% ../nbs/04_config.ipynb #958c1e8c
 def resolve_precision(precision: str, device: torch.device) -> str:
