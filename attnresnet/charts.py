@@ -27,6 +27,7 @@ def plot_reference(rows: list[dict], ax, title: str = "The authors' run (their l
     ax.set_title(title, fontsize=9)
     return ax
 
+# %% ../nbs/08a_charts.ipynb #a47e0b08
 def plot_history(history: list[dict], title: str = "", ax=None, reference: list[dict] | None = None):
     "Training and validation accuracy (raw, EMA, SWA) per epoch, with the learning rate on a twin axis; with `reference`, the authors' curve in a panel beside it."
     if reference is not None and ax is not None: raise ValueError("reference= draws a two-panel figure of its own: leave ax=None")
@@ -50,7 +51,6 @@ def plot_history(history: list[dict], title: str = "", ax=None, reference: list[
     if reference is not None: ax.set_ylim(0, 100)  # one scale for both panels
     if title: ax.set_title(title, fontsize=9)
     return ax
-
 
 # %% ../nbs/08a_charts.ipynb #10269470
 class LiveCurves:

@@ -90,6 +90,7 @@ def arg_parser() -> CommandLine:
     p.add_argument("--device", default="cpu", help="'cpu', 'cuda', 'cuda:N' or 'auto' (the GPU when there is one) (default: cpu)")
     return p
 
+# %% ../nbs/10_predict.ipynb #b3279459
 def main(argv: list[str] | None = None) -> list[list[tuple[str, float]]]:
     "Command-line entry point: print the top classes of each image; bad input exits with status 2 and one line naming it."
     p = arg_parser()

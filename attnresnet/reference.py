@@ -50,6 +50,7 @@ def write_reference(rows: list[dict], path: str | Path = REFERENCE_CSV):
         w = csv.DictWriter(f, fieldnames=REFERENCE_COLUMNS, lineterminator="\n")
         w.writeheader(); w.writerows(rows)
 
+# %% ../nbs/13_reference.ipynb #01d7aa46
 def load_reference(path: str | Path = REFERENCE_CSV) -> list[dict]:
     "The authors' per-epoch rows from the reference CSV: epoch (int), losses and accuracies in % (float)."
     path = Path(path)

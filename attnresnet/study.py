@@ -126,6 +126,7 @@ def grid_command(run: Run, runner: str = "python", python: str = "python", base=
     relative = _relative(run.params["run_dir"]) or (data.lower() not in ("cifar10", "cifar-10") and _relative(data))
     return f"cd {shlex.quote(str(base))} && {line}" if relative else line
 
+# %% ../nbs/07_study.ipynb #8b03c4ac
 def write_commands(runs: list[Run], path, runner: str = "python", python: str = "python", base=None) -> Path:
     "Write one `grid_command` line per run of `runs` (finished ones too, so line N is always the same run) to `path`."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
@@ -232,10 +233,12 @@ def collect_results(runs_dir) -> list[dict]:
     "Parameters, environment, metrics and history of every completed run under `runs_dir/<name>/seed<k>` (diverged runs: `diverged_runs`)."
     return [r for r in _ended_runs(runs_dir) if r["metrics"].get("completed", True)]
 
+# %% ../nbs/07_study.ipynb #fdb26417
 def diverged_runs(runs_dir) -> list[dict]:
     "The runs under `runs_dir` that stopped because their loss stopped being finite (`metrics.json`'s `diverged`), as `collect_results` rows."
     return [r for r in _ended_runs(runs_dir) if r["metrics"].get("diverged")]
 
+# %% ../nbs/07_study.ipynb #cecc95cb
 def t_quantile(p: float, df: int) -> float:
     "Student's t quantile: the x with P(T <= x) = p for `df` degrees of freedom (0.5 < p < 1)."
     if not 0.5 < p < 1 or df < 1: raise ValueError(f"t_quantile needs 0.5 < p < 1 and df >= 1, got p={p}, df={df}")
@@ -251,6 +254,7 @@ def t_quantile(p: float, df: int) -> float:
         lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
     return (lo + hi) / 2
 
+# %% ../nbs/07_study.ipynb #8da2fd43
 def describe(values: list[float]) -> dict:
     "n, mean and, from n = 3 on, the sample SD and the half-width of the t-based 95% confidence interval of the mean (None before)."
     values = [v for v in values if v is not None]
@@ -261,6 +265,7 @@ def describe(values: list[float]) -> dict:
         out["ci95"] = t_quantile(0.975, n - 1) * out["sd"] / math.sqrt(n)
     return out
 
+# %% ../nbs/07_study.ipynb #922bded0
 def mean_std(values: list[float]) -> str:
     "In percent: `mean (n = k)`, and from n = 3 on `mean ± SD, 95% CI [lo, hi] (n = k)` (t-based); '-' for none."
     d = describe([100 * v for v in values if v is not None])
@@ -268,6 +273,7 @@ def mean_std(values: list[float]) -> str:
     if d["sd"] is None: return f"{d['mean']:.2f} (n = {d['n']})"
     return f"{d['mean']:.2f} ± {d['sd']:.2f}, 95% CI [{d['mean'] - d['ci95']:.2f}, {d['mean'] + d['ci95']:.2f}] (n = {d['n']})"
 
+# %% ../nbs/07_study.ipynb #6fa163e9
 def _mean(values): return statistics.mean(values) if values else None
 
 def ablation_table(results: list[dict], diverged: list[dict] = ()) -> list[dict]:
@@ -338,6 +344,7 @@ def specifications_table(results: list[dict]) -> list[dict]:
                  best_epoch="Best Model Epoch", budget="Parameter Efficiency")
     return [dict(component=names[k], paper=PAPER_TABLE2[k], measured=ours[k]) for k in names]
 
+# %% ../nbs/07_study.ipynb #58377bfe
 def per_class_table(results: list[dict], name: str = "full") -> list[dict]:
     "Per-class test precision, recall and F1 (percent) from the confusion matrix summed over the runs of configuration `name`."
     rs = [r for r in results if r["name"] == name]
@@ -352,6 +359,7 @@ def per_class_table(results: list[dict], name: str = "full") -> list[dict]:
         rows.append(dict(cls=c, precision=f"{100 * prec:.1f}", recall=f"{100 * rec:.1f}", f1=f"{100 * f1:.1f}", support=actual, n=len(rs)))
     return rows
 
+# %% ../nbs/07_study.ipynb #ffa297ac
 def write_table(path, title: str, rows: list[dict], headers: dict | None = None, note: str = "") -> Path:
     "Write `rows` as a markdown table under `title`, followed by `note` (the scale)."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
@@ -434,6 +442,7 @@ def sweep_table(results: list[dict]) -> list[dict]:
         for r in rows: del r["test_acc_tta"]
     return rows
 
+# %% ../nbs/07_study.ipynb #f96f27fb
 def write_sweep_table(runs_dir) -> Path:
     "`sweep.md` in `runs_dir`: `sweep_table` of every finished run there, with the budget and the scale beneath."
     results = collect_results(runs_dir)
@@ -443,6 +452,7 @@ def write_sweep_table(runs_dir) -> Path:
     return write_table(Path(runs_dir) / "sweep.md", "The fast recipe, one setting at a time", sweep_table(results), SWEEP_HEADERS,
                        f"{budgets} s of training a run (time_budget){tta}; " + scale_note(results))
 
+# %% ../nbs/07_study.ipynb #f58e4445
 def run_sweep(runs_dir, time_budget: float = 120.0, seeds: int = 1, data: str = "cifar10", runner: str = "python",
               time_limit: float | None = None, log=print, **extra) -> Path:
     "Run the sweep's unfinished runs (`run_grid`) while they fit in `time_limit` seconds, then write `sweep.md`; returns its path."

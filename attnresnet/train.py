@@ -79,6 +79,7 @@ def seconds_per_image(tr: Trainer, steps: int = 2, batch: int = 32) -> float:
             times.append(time.perf_counter() - t0)
     return min(times[1:]) / batch
 
+# %% ../nbs/06a_fit.ipynb #79f10694
 def check_cpu_fallback(tr: Trainer):
     "Refuse a long run on the CPU that `device='auto'` chose for want of a GPU (estimated from measured steps)."
     c = tr.config
@@ -125,6 +126,7 @@ def fit(config: TrainConfig | dict | None = None, on_epoch: Callable | None = No
     check_data(c); resolve_device(c.device)  # this machine's data and devices, before any folder is made
     return launch(c, on_epoch, splits)
 
+# %% ../nbs/06a_fit.ipynb #8cdc732d
 def launch(c: TrainConfig, on_epoch: Callable | None = None, splits=None) -> dict:
     "`fit` for a configuration already made and checked on this machine (the command line does both first, for its exit status)."
     run = RunDir(c.run_dir)
