@@ -23,7 +23,7 @@ from .schedules import ema_decay_at, step_scheduler
 __all__ = ['STEP_MODES', 'PAPER_STEPS', 'EVAL_BATCHES', 'EXACT_SETTINGS', 'SPEED_SETTINGS', 'resolve_step', 'epoch_batches',
            'draw_mix', 'apply_mix', 'draw_augment', 'apply_augment', 'NoHostSync', 'NoHostData', 'GraphStep',
            'step_benchmark', 'step_table', 'fastest_exact', 'fastest_eval_batch', 'committed_speed_rows',
-           'long_run_settings', 'main']
+           'fastest_settings', 'long_run_settings', 'main']
 
 # %% ../nbs/12_step.ipynb #297eb1af
 STEP_MODES = _CHOICES["step"]  # TrainConfig.step's choices: "auto", "graph", "eager"
@@ -421,6 +421,12 @@ def committed_speed_rows(root, device: str) -> Path | None:
         if record.get("device") == device and record.get("rows"): return f
     return None
 
+# %% ../nbs/12_step.ipynb #ea81711c
+def fastest_settings(path) -> dict:
+    "`fastest_exact` and `fastest_eval_batch` of the rows in `path`, a `step_benchmark` JSON file (`--out`'s)."
+    rows = json.loads(Path(path).read_text())["rows"]
+    return {**fastest_exact(rows), **fastest_eval_batch(rows)}
+
 # %% ../nbs/12_step.ipynb #7689445b
 def long_run_settings(run_dir=None, rows=None, committed=None, device: str | None = None) -> tuple[dict, str]:
     "A long run's `SPEED_SETTINGS` and where they come from: a started run's own, else the fastest of `rows`, else of the newest `committed` rows from `device`."
@@ -431,8 +437,7 @@ def long_run_settings(run_dir=None, rows=None, committed=None, device: str | Non
     elif committed is not None and device is not None and (rows := committed_speed_rows(committed, device)):
         why = f"the fastest of the speed rows committed in {rows}"
     else: return {}, "no speed rows measured on this card, here or committed"
-    measured = json.loads(Path(rows).read_text())["rows"]
-    return {**fastest_exact(measured), **fastest_eval_batch(measured)}, why
+    return fastest_settings(rows), why
 
 # %% ../nbs/12_step.ipynb #93d346a1
 def main(argv: list[str] | None = None) -> str:
@@ -456,10 +461,8 @@ def main(argv: list[str] | None = None) -> str:
     a = p.parse_args(argv)
     if a.fastest or a.long_run:
         what = f"--fastest {a.fastest}" if a.fastest else f"--long-run {a.long_run}"
-        try:
-            if a.fastest and not Path(a.fastest).is_file(): raise FileNotFoundError("no such file")
-            settings, why = (long_run_settings(rows=a.fastest) if a.fastest else
-                             long_run_settings(a.long_run, a.rows, a.committed, device_name(torch.device(a.device))))
+        try: settings, why = ((fastest_settings(a.fastest), "") if a.fastest else
+                              long_run_settings(a.long_run, a.rows, a.committed, device_name(torch.device(a.device))))
         except (OSError, ValueError, KeyError) as e: p.error(f"{what}: not a run's config.json or an --out JSON file ({type(e).__name__}: {e})")
         text = " ".join(train_options(settings)) + ("" if a.fastest else "\n" + why)
         print(text)
