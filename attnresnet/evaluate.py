@@ -84,7 +84,8 @@ def accuracy(probs: torch.Tensor, y: torch.Tensor) -> float:
 def classification_metrics(probs: torch.Tensor, y: torch.Tensor, classes: list) -> dict:
     "Accuracy, per-class precision/recall/F1 and the confusion matrix (rows true, columns predicted)."
     n = len(classes)
-    cm = torch.bincount(y.cpu() * n + probs.argmax(1).cpu(), minlength=n * n).reshape(n, n)
+    pred = probs.argmax(1).cpu() if len(y) else y.cpu()  # no images (a split without test images): no counts, accuracy NaN
+    cm = torch.bincount(y.cpu() * n + pred, minlength=n * n).reshape(n, n)
     tp = cm.diag().double()
     prec, rec = tp / cm.sum(0).clamp(min=1), tp / cm.sum(1).clamp(min=1)
     f1 = 2 * prec * rec / (prec + rec).clamp(min=1e-12)

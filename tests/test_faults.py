@@ -481,3 +481,14 @@ def test_figures_dir_on_a_file_or_a_foreign_folder_is_refused(tmp_path):
     (figures / "fig1.png").write_text("old")
     new = staging_dir(figures); (new / "fig1.png").write_text("new"); replace_dir(new, figures)
     assert (figures / "fig1.png").read_text() == "new"
+
+
+def test_splits_without_test_images_finish_with_a_nan_test_accuracy():
+    "`fit(splits=...)` with no test images (a benchmark's splits): the run finishes and says it has no test accuracy (it crashed at the end)."
+    import math
+    from attnresnet.trainer import Trainer
+    from test_step import config, splits
+    tr = Trainer(config(epochs=1), splits(test=0))
+    while not tr.done: tr.run_epoch()
+    m = tr.finish()
+    assert m["completed"] and m["splits"]["test"] == 0 and math.isnan(m["test_acc"]) and m["confusion_matrix"] == [[0] * 10] * 10
