@@ -12,19 +12,22 @@ What stands in for the GPU, each in `pretend_gpu`: the host stays real (`HostIsR
 choices, the model's initial weights are made for real and then moved); autograd's backward, whose engine asks the CUDA
 driver, is replaced by gradients of each parameter's shape and device; the fused SGD kernel, which has no fake kernel, is
 checked for its operands' devices only (its arithmetic: test_step.py's fused-SGD test); a host read of a GPU value, which
-has none, reads 0; the Trainer's second move of the model (to channels-last) is skipped. Shapes, devices and dtypes are
-checked here; numbers are not (tests/test_gpu.py does, on a GPU)."""
+has none, reads 0 (a copy to the host, `.cpu()`, reads zeros: so checkpoints of GPU state are written, as zeros, and read
+back); the Trainer's second move of the model (to channels-last) is skipped. Shapes, devices and dtypes are checked here;
+numbers are not (tests/test_gpu.py does, on a GPU). Not covered: recording the graph, `torch.compile`, and SWA's last pass
+(`update_bn` divides by a batch count read from the GPU)."""
 import contextlib, types
 from unittest import mock
 import pytest, torch
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode, unset_fake_temporarily
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
+from torch.utils._pytree import tree_leaves, tree_map_only
 import attnresnet.trainer as trainer_module
 from attnresnet.config import make_config
 from attnresnet.step import NoHostData, NoHostSync
 from attnresnet.trainer import Trainer
 from test_step import SHORT_RUN_OPTIONS, splits
+from attnresnet.train import fit
 
 # deepcopy (the EMA's copy of the model) asks a fake weight for its data pointer, which it does not have and does not need
 pytestmark = pytest.mark.filterwarnings("ignore:Accessing the data pointer of FakeTensor:UserWarning")
@@ -39,12 +42,21 @@ class OnDevice(TorchDispatchMode):
 class HostIsReal(TorchDispatchMode):
     """The host stays real: an operation on real CPU tensors only (or making one) runs for real, as the host of a GPU machine
     runs it; fake GPU tensors go on to FakeTensorMode. What fake tensors cannot do: the fused SGD kernel has no fake kernel
-    (a no-op here), and a read of a fake tensor has no value (answered 0)."""
+    (a no-op here), and a read of a fake tensor has no value (answered 0, and a copy to the host with real zeros)."""
+    def __init__(self, fake: FakeTensorMode):
+        super().__init__(); self.fake = fake
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs, name = kwargs or {}, func.overloadpacket.__name__
         tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
-        if not any(isinstance(t, FakeTensor) for t in tensors) and torch.device(kwargs.get("device") or "cpu").type == "cpu":
-            with unset_fake_temporarily(): return func(*args, **kwargs)
+        if not any(isinstance(t, FakeTensor) for t in tensors):
+            if torch.device(kwargs.get("device") or "cpu").type == "cpu":
+                with unset_fake_temporarily(): return func(*args, **kwargs)
+            # a host tensor copied to the GPU: made fake first, or FakeTensorMode would try the copy for real (it does
+            # for `aten.to` under inference mode, as `predict_views` runs it), which needs the driver
+            args, kwargs = tree_map_only(torch.Tensor, self.fake.from_tensor, (args, kwargs))
+        if name in ("_to_copy", "to") and torch.device(kwargs.get("device") or "cuda").type == "cpu":  # `.cpu()` of a GPU tensor:
+            with unset_fake_temporarily(): return torch.zeros(args[0].shape, dtype=kwargs.get("dtype") or args[0].dtype)  # zeros, real
         if name == "_fused_sgd_": return None  # its operands' devices are what is checked (its arithmetic: test_step.py)
         if name == "_local_scalar_dense": return False if args[0].dtype == torch.bool else 0  # `.item()`, `.tolist()`, `bool()`
         return func(*args, **kwargs)
@@ -57,12 +69,20 @@ def pretend_gpu():
         model = build(*args, **kw).to("cuda")  # fake weights cannot be moved again (`swap_tensors` refuses their weak
         model.to = types.MethodType(lambda self, *a, **k: self, model)  # references), so the Trainer's own .to() calls are no-ops
         return model
+    save = torch.save
+    def save_on_host(obj, *args, **kw):  # a checkpoint of fake GPU tensors: their `.cpu()`, zeros of their shapes (see HostIsReal)
+        return save(tree_map_only(FakeTensor, lambda t: t.cpu(), obj), *args, **kw)
+    load = torch.load
+    def load_on_host(*args, **kw):  # read for real (under FakeTensorMode, torch.load would make fake tensors: no random states)
+        with unset_fake_temporarily(): return load(*args, **kw)
     benchmark = torch.backends.cudnn.benchmark
     try:
         with mock.patch.object(trainer_module, "resolve_device", torch.device), mock.patch.object(trainer_module, "build_model", build_model), \
              mock.patch("torch.cuda.is_available", lambda: True), mock.patch("torch.cuda.is_bf16_supported", lambda *a, **k: True), \
+             mock.patch("torch.cuda.get_device_name", lambda *a, **k: "a pretend GPU"), mock.patch("torch.save", save_on_host), \
+             mock.patch("torch.load", load_on_host), \
              mock.patch.object(FakeTensorMode, "avoid_device_init", True), mock.patch("torch.Tensor.pin_memory", lambda self, *a, **k: self), \
-             FakeTensorMode(allow_non_fake_inputs=True), HostIsReal():  # the real CPU tensors of `splits()` become fake ones as the Trainer moves them
+             FakeTensorMode(allow_non_fake_inputs=True) as fake, HostIsReal(fake):  # the real CPU tensors of `splits()` become fake ones as the Trainer moves them
             yield
     finally:
         torch.backends.cudnn.benchmark = benchmark  # a Trainer on 'cuda' sets it for the process
@@ -128,3 +148,43 @@ def test_epochs_of_a_run_on_the_pretend_gpu(settings):
             while not tr.done: tr.run_epoch()
         assert [r["epoch"] for r in tr.history] == [1, 2] and tr.step_mode == settings["step"]
         assert tr._best_state is not None and all(v.device.type == "cuda" for v in tr._best_state.values())
+
+@contextlib.contextmanager
+def trainers_without_autograd():
+    "`gradients_without_autograd` for the Trainers that `fit` builds, each taking the graph step without recording a graph."
+    built, init = [], Trainer.__init__
+    def noted(self, *args, **kw):
+        init(self, *args, **kw); built.append(self)
+        if self.graph_step is not None: self.graph_step.capture = False  # recording a graph needs the driver
+    def backward(self, *args, **kw):
+        for p in built[-1].model.parameters():
+            if p.requires_grad: p.grad = torch.empty_like(p)
+    with mock.patch.object(Trainer, "__init__", noted), mock.patch("torch.Tensor.backward", backward): yield built
+
+class Killed(Exception): "The run's process, stopped after an epoch (at the time limit of a command, say)."
+
+RUNS = {"paper-graph-then-graph": ("paper", "graph", "graph", {}),
+        "paper-graph-then-eager": ("paper", "graph", "eager", {}),  # gpu_run.sh's fallback when the graph step fails mid-run
+        "fast-graph-tta": ("fast", "graph", "graph", dict(tta=True, tta_shift=2, batch_size=16))}
+
+@pytest.mark.parametrize("recipe, first, then, settings", list(RUNS.values()), ids=list(RUNS))
+def test_a_run_killed_and_resumed_on_the_pretend_gpu(tmp_path, recipe, first, then, settings):
+    """`fit` as `gpu_run.sh --steps paper500` runs it, on the pretend GPU with a test split: killed after the epoch of a
+    checkpoint, then resumed by the same call (with the other step, for the fallback) to its end. Checkpoints of GPU state
+    are written and read back, the best weights tested, `metrics.json` written; no GPU tensor meets a CPU one on the way.
+    (The checkpoints hold zeros: a fake tensor's `.cpu()`, as `pretend_gpu` says.)"""
+    run_dir = tmp_path / "run"
+    c = config(recipe=recipe, epochs=3, run_dir=str(run_dir), checkpoint_every=2, **settings)
+    data = splits(val=32, test=24)
+    run_epoch, epochs = Trainer.run_epoch, []
+    def killed_after_checkpoint(self, *args, **kw):
+        row = run_epoch(self, *args, **kw); epochs.append(row["epoch"])
+        if self.epoch == 2: raise Killed
+        return row
+    with pretend_gpu(), trainers_without_autograd() as built:
+        with mock.patch.object(Trainer, "run_epoch", killed_after_checkpoint), pytest.raises(Killed): fit(c, step=first, splits=data)
+        assert sorted(p.name for p in run_dir.iterdir()) == ["best.pt", "config.json", "history.csv", "last.pt"]
+        with mock.patch.object(Trainer, "run_epoch", killed_after_checkpoint): metrics = fit(c, step=then, splits=data)
+    assert [tr.step_mode for tr in built] == [first, then] and epochs == [1, 2, 3]
+    assert metrics["completed"] and metrics["epochs"] == 3 and metrics["device"] == "cuda" and metrics["device_name"] == "a pretend GPU"
+    assert (metrics["test_acc_tta"] is not None) == bool(settings.get("tta")) and (run_dir / "metrics.json").exists()

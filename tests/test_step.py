@@ -10,9 +10,9 @@ from attnresnet.splits import Splits
 from attnresnet.step import GraphStep, NoHostData, NoHostSync, draw_augment, draw_mix
 from attnresnet.trainer import Trainer
 
-def splits(n=48, val=32):
-    x, y = random_images(n + val, seed=1)
-    return Splits(x[:n], y[:n], x[n:], y[n:], x[:0], y[:0], [str(i) for i in range(10)], "random uint8 images",
+def splits(n=48, val=32, test=0):
+    x, y = random_images(n + val + test, seed=1)
+    return Splits(x[:n], y[:n], x[n:n + val], y[n:n + val], x[n + val:], y[n + val:], [str(i) for i in range(10)], "random uint8 images",
                   (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 
 def config(**kw):
