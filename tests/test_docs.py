@@ -76,6 +76,13 @@ def test_readme_is_short():
     n = len((REPO / "README.md").read_text().splitlines())
     assert n <= README_MAX_LINES, f"README.md has {n} lines, at most {README_MAX_LINES}: move detail to CONTRIBUTING.md, results/LOG.md..."
 
+def test_readme_lists_every_lesson_notebook():
+    "The README's 'Where is what' table names every lesson notebook with its module (a new notebook went unlisted once)."
+    text = (REPO / "README.md").read_text()
+    lessons = [p.stem for p in sorted((REPO / "nbs").glob("[0-9]*.ipynb"))]
+    missing = [n for n in lessons if f"| `{n}` |" not in text]
+    assert not missing, f"README.md's table 'Where is what' lacks {missing}: add a row to nbs/index.ipynb, then {REGENERATE}"
+
 def test_readme_has_no_internal_words():
     text = (REPO / "README.md").read_text().lower()
     found = [w for w in ("lent gpu", "quarter-hour", "design card", "issue ", "this session") if w in text]
