@@ -10,11 +10,11 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from .models import MODELS, build_model, count_parameters
-from .config import device_name
+from .config import TrainConfig, device_name, model_kwargs
 
 # %% auto #0
-__all__ = ['count_flops', 'flops_per_image', 'ModelFlops', 'flop_table', 'synchronize', 'peak_tflops', 'bf16_reason',
-           'measure_peaks']
+__all__ = ['count_flops', 'flops_per_image', 'train_flops', 'ModelFlops', 'flop_table', 'synchronize', 'peak_tflops',
+           'bf16_reason', 'measure_peaks']
 
 # %% ../nbs/09a_bench_flops.ipynb #520d8879
 def count_flops(model: nn.Module, x: torch.Tensor, backward: bool = False) -> float:
@@ -33,6 +33,13 @@ def flops_per_image(name: str = "attnresnet", # a model of `MODELS`
     with torch.device("meta"):
         model, x = build_model(name, **kwargs).train(), torch.randn(2, 3, image_size, image_size)
     return count_flops(model, x, backward)
+
+# %% ../nbs/09a_bench_flops.ipynb #c7b2f1d6
+def train_flops(c: TrainConfig, num_classes: int = 10) -> float:
+    "FLOPs per training image (forward and backward) of the network `c` describes, without `channel_multiple`'s zero channels."
+    kwargs = model_kwargs(c, num_classes)
+    if "channel_multiple" in kwargs: kwargs["channel_multiple"] = 1
+    return flops_per_image(c.model, backward=True, **kwargs)
 
 # %% ../nbs/09a_bench_flops.ipynb #dc9006c1
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from attnresnet.runs import RunDir  # noqa: E402
+from attnresnet.bench_flops import train_flops  # noqa: E402
 from attnresnet.figures import save_figure  # noqa: E402
 from attnresnet.charts import plot_history  # noqa: E402
 from attnresnet.reference import load_reference  # noqa: E402
@@ -106,7 +107,8 @@ def summary(results: Path, peak_bf16: float | None) -> list[str]:
             continue
         m = run.metrics
         tta = f" ({100 * m['test_acc_tta']:.2f}% with flip TTA)" if m.get("test_acc_tta") is not None else ""
-        share = f", {100 * m['images_per_s'] * 3.147e9 / (peak_bf16 * 1e12):.1f}% of the measured bf16 peak" if peak_bf16 else ""
+        flops = train_flops(run.config, len(m["classes"]))  # the run's own network (width, model), its useful work
+        share = f", {100 * m['images_per_s'] * flops / (peak_bf16 * 1e12):.1f}% of the measured bf16 peak" if peak_bf16 else ""
         lines.append(f"- `{run.path.name}` ({m.get('recipe', 'paper')} recipe, {m['device_name']}, {m['precision']}): {m['epochs']} epochs, best validation "
                      f"{validation} (chosen: {m['chosen_weights']}, "
                      f"epoch {m['best_epoch']}), test {100 * m['test_acc']:.2f}%{tta}; "

@@ -1,5 +1,5 @@
 """scripts/gpu_run.sh end to end in its CPU smoke mode (so it cannot rot between GPU leases), and its argument errors."""
-import json, subprocess, sys, tarfile
+import json, re, subprocess, sys, tarfile
 import pytest
 from conftest import REPO
 
@@ -67,6 +67,8 @@ def test_smoke_mode_runs_every_step_and_packs_one_archive(tmp_path, standin):
     assert "| base | 1 |" in (sweep / "sweep.md").read_text() and "sweep run added: " in r.stdout
     assert dest.name.endswith("-cpu") and (dest / "fig4_training_curves.png").stat().st_size > 10_000
     assert "`paper-2epochs`" in r.stdout and "2 epochs" in r.stdout and "with flip TTA" in r.stdout
+    shares = [float(v) for v in re.findall(r"([\d.]+)% of the measured bf16 peak", r.stdout)]  # the FLOPs of each run's own network
+    assert shares and max(shares) < 100, shares  # (the paper's width-31 figure for these width-4 runs gave 390-480%)
     # the GPU machine's scratch folder is named, not spelled out, in what is kept
     config = (dest / "runs" / "paper-2epochs" / "config.json").read_text()
     assert str(tmp_path / "work") not in config + (dest / "steps.txt").read_text() and "<work>" in config
