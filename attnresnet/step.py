@@ -383,7 +383,7 @@ def step_table(rows: list[dict], floors: dict) -> str:
     return "\n".join([f"Training step on {floors['device']} (measured matmul peaks, TFLOP/s: {peaks}).", "", *lines, "",
                       f"Floors per epoch of {PAPER_STEPS} steps: arithmetic {floors['arithmetic_floor_s']:.2f} s at the measured peak "
                       f"({floors['flops_per_step'] / 1e12:.3f} TFLOP per step); for the paper's network (width 31, batch 128) on an "
-                      "H100/H200, about 0.35-0.45 s once activation traffic is counted (issue 20's estimate, not measured); target 1.2 s."])
+                      "H100/H200, about 0.35-0.45 s once activation traffic is counted (an estimate from the 3-4 GB of activations a step moves, not measured); target 1.2 s."])
 
 # %% ../nbs/12_step.ipynb #482efff7
 EXACT_SETTINGS = ("cudnn_benchmark", "channel_multiple", "attention_matmul")  # the same function computed by other kernels
