@@ -1,5 +1,5 @@
 """The trainer on a pretend GPU: Trainers built on 'cuda' on a machine without one, the graph step checked for a tensor left
-on the CPU, and whole epochs checked for GPU and CPU tensors mixed.
+on the CPU, and whole epochs, whole runs (killed and resumed) and `attnresnet-predict` checked for GPU and CPU tensors mixed.
 
 On a CPU every tensor is on the CPU, so test_step.py cannot see one that should have been on the GPU. Inside a CUDA graph such
 a tensor is a silent error, not a slow one: an operation on it runs on the host once, while the graph is captured, and never
@@ -22,6 +22,7 @@ import pytest, torch
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode, unset_fake_temporarily
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map_only
+import attnresnet.runs as runs_module
 import attnresnet.trainer as trainer_module
 from attnresnet.config import make_config
 from attnresnet.step import NoHostData, NoHostSync
@@ -73,11 +74,13 @@ def pretend_gpu():
     def save_on_host(obj, *args, **kw):  # a checkpoint of fake GPU tensors: their `.cpu()`, zeros of their shapes (see HostIsReal)
         return save(tree_map_only(FakeTensor, lambda t: t.cpu(), obj), *args, **kw)
     load = torch.load
-    def load_on_host(*args, **kw):  # read for real (under FakeTensorMode, torch.load would make fake tensors: no random states)
-        with unset_fake_temporarily(): return load(*args, **kw)
+    def load_on_host(f, map_location=None, **kw):  # read for real (under FakeTensorMode, torch.load would make fake tensors: no
+        with unset_fake_temporarily(): obj = load(f, map_location="cpu" if map_location is not None else None, **kw)  # random states)
+        return obj if map_location is None else tree_map_only(torch.Tensor, lambda t: t.to(map_location), obj)  # then to the device asked
     benchmark = torch.backends.cudnn.benchmark
     try:
         with mock.patch.object(trainer_module, "resolve_device", torch.device), mock.patch.object(trainer_module, "build_model", build_model), \
+             mock.patch.object(runs_module, "build_model", build_model), mock.patch("torch.cuda.device_count", lambda: 1), \
              mock.patch("torch.cuda.is_available", lambda: True), mock.patch("torch.cuda.is_bf16_supported", lambda *a, **k: True), \
              mock.patch("torch.cuda.get_device_name", lambda *a, **k: "a pretend GPU"), mock.patch("torch.save", save_on_host), \
              mock.patch("torch.load", load_on_host), \
@@ -188,3 +191,16 @@ def test_a_run_killed_and_resumed_on_the_pretend_gpu(tmp_path, recipe, first, th
     assert [tr.step_mode for tr in built] == [first, then] and epochs == [1, 2, 3]
     assert metrics["completed"] and metrics["epochs"] == 3 and metrics["device"] == "cuda" and metrics["device_name"] == "a pretend GPU"
     assert (metrics["test_acc_tta"] is not None) == bool(settings.get("tta")) and (run_dir / "metrics.json").exists()
+
+def test_predict_on_the_pretend_gpu(tmp_path, capsys):
+    "`attnresnet-predict --device cuda` with a run trained on the CPU: the weights go to the GPU, the images follow, the classes print."
+    from torchvision.io import write_png
+    from attnresnet.predict import Classifier, main
+    run_dir = tmp_path / "run"
+    fit(make_config(width=4, batch_size=16, epochs=1, device="cpu", precision="fp32", progress=False, run_dir=str(run_dir)), splits=splits(test=8))
+    write_png(torch.randint(0, 256, (3, 40, 24), dtype=torch.uint8), str(tmp_path / "an image.png"))  # any size: resized to 32x32
+    with pretend_gpu():
+        clf = Classifier.from_run(run_dir, "best", "cuda")
+        assert next(clf.model.parameters()).device.type == "cuda" and clf.precision == "fp32"
+        tops = main([str(run_dir), str(tmp_path / "an image.png"), "--device", "cuda", "--top", "3"])
+    assert [len(t) for t in tops] == [3] and "an image.png (24x40)" in capsys.readouterr().out
