@@ -168,7 +168,7 @@ class Killed(Exception): "The run's process, stopped after an epoch (at the time
 
 RUNS = {"paper-graph-then-graph": ("paper", "graph", "graph", {}),
         "paper-graph-then-eager": ("paper", "graph", "eager", {}),  # gpu_run.sh's fallback when the graph step fails mid-run
-        "fast-graph-tta": ("fast", "graph", "graph", dict(tta=True, tta_shift=2, batch_size=16))}
+        "fast-graph-tta": ("fast", "graph", "graph", dict(tta=True, tta_shift=2))}
 
 @pytest.mark.parametrize("recipe, first, then, settings", list(RUNS.values()), ids=list(RUNS))
 def test_a_run_killed_and_resumed_on_the_pretend_gpu(tmp_path, recipe, first, then, settings):
