@@ -165,10 +165,10 @@ step() {  # step NAME SECONDS CMD...: run CMD with a time box, log to results/NA
 if [ $SMOKE = 1 ]; then
   DEVICE=cpu; TRAIN=(--tta true --width 4 --batch-size 32 --eval-batch-size 500)
   BENCH=(--device cpu --width 4 --batch-size 16 --repeats 2 --quick --synthetic)
-  TESTS=(tests/test_gpu.py -q -p no:cacheprovider); RESERVE_COMPILE=0; SPEED=(--smoke); P500_EPOCHS=2
+  TESTS=(tests/test_gpu.py -v --durations=0 -p no:cacheprovider); RESERVE_COMPILE=0; SPEED=(--smoke); P500_EPOCHS=2
 else
   DEVICE=cuda; TRAIN=(--tta true); BENCH=(--device cuda)  # flip TTA costs little beside a GPU run, and earlier runs report it
-  TESTS=(-m gpu tests/test_gpu.py -q -p no:cacheprovider); RESERVE_COMPILE=100; SPEED=(--device cuda); P500_EPOCHS=500
+  TESTS=(-m gpu tests/test_gpu.py -v --durations=0 -p no:cacheprovider); RESERVE_COMPILE=100; SPEED=(--device cuda); P500_EPOCHS=500
 fi
 want compile || RESERVE_COMPILE=0
 FAST_MARGIN=$([ $SMOKE = 1 ] && echo 90 || echo 45)  # start-up, the last epoch's overrun, the test evaluation
@@ -220,6 +220,7 @@ import time; t = time.perf_counter()
 from attnresnet.splits import load_splits
 s = load_splits('$DATA'); print(s.summary()); print(f'decoded and split in {time.perf_counter() - t:.1f} s')" || exit 1
 
+# -v: each test's outcome as it ends, so tests.log keeps them when the time box cuts the last (compiled) ones
 want tests && step tests 200 $PY -m pytest "${TESTS[@]}"
 want speed && step speed $([ $SMOKE = 1 ] && echo 150 || echo 300) $PY -m attnresnet.step "${SPEED[@]}" --out "$RES/step-bench.md"
 want bench && step bench 120 $PY -m attnresnet.bench "${BENCH[@]}" --no-compile --profile "$RES/profile.txt" --out "$RES/bench.md"
