@@ -278,10 +278,11 @@ class GraphStep:
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
-            for _ in range(warmup): self.step_eager()
+            for _ in range(warmup): self.k.zero_(); self.step_eager()  # step 0's batch each time: an epoch may have fewer steps
         torch.cuda.current_stream(self.device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         tr.optimizer.zero_grad(set_to_none=True)  # backward under capture allocates the gradients the replays rewrite
+        self.k.zero_()  # (the graph reads k when it replays; a capture that ran its kernels would read step 0)
         with torch.cuda.graph(self.graph): self.step_eager()
         with torch.no_grad():
             for t, v in zip(state, saved): t.copy_(v)

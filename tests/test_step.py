@@ -1,6 +1,7 @@
 """The graph-ready training step (`attnresnet.step`, nbs/12_step.ipynb) on a CPU: bit-identical to `Trainer.train_step`,
 free of host reads and host data, and exact across a resume. Width 4, 48 images: seconds each."""
-import math
+import contextlib, math, types
+from unittest import mock
 import pytest, torch
 from attnresnet.bench_step import random_images
 from attnresnet.config import make_config
@@ -114,6 +115,43 @@ def test_resume_mid_run_with_the_graph_step_gives_the_eager_run():
     assert history(resumed) == history(eager) and not math.isnan(eager.history[-1]["val_acc_ema"])
     assert same_tensors(resumed.model.state_dict(), eager.model.state_dict())
     assert same_tensors(resumed.ema.state_dict(), eager.ema.state_dict())
+
+class Replayed:
+    """Stands in for `torch.cuda.CUDAGraph` on a CPU: `replay` runs the step's device work again, which is what a real
+    replay repeats (the step has no host read or host data: the test above), only without Python."""
+    def __init__(self, step: GraphStep): self.step, self.replays = step, 0
+    def replay(self): self.step.step_eager(); self.replays += 1
+
+@contextlib.contextmanager
+def emulated_capture(step: GraphStep):
+    """torch.cuda's capture on a CPU: one stream, the CPU generator for dropout (the CUDA one on a GPU), a `Replayed` graph.
+    The capture here runs the step once where a GPU only records it; `_capture` puts the state back after either."""
+    stream = types.SimpleNamespace(wait_stream=lambda other: None)
+    with mock.patch("torch.cuda.get_rng_state", lambda *a: torch.get_rng_state()), \
+         mock.patch("torch.cuda.set_rng_state", lambda state, *a: torch.set_rng_state(state)), \
+         mock.patch("torch.cuda.Stream", lambda *a, **k: stream), mock.patch("torch.cuda.current_stream", lambda *a: stream), \
+         mock.patch("torch.cuda.stream", lambda s: contextlib.nullcontext()), mock.patch("torch.cuda.CUDAGraph", lambda: Replayed(step)), \
+         mock.patch("torch.cuda.graph", lambda graph, *a, **k: contextlib.nullcontext()):
+        yield
+
+@pytest.mark.parametrize("images", [48, 16], ids=["3-steps", "1-step"])
+def test_capture_puts_back_what_its_warm_up_changed(images):
+    """`GraphStep._capture` runs warm-up steps before recording (weights, batch-norm statistics, momentum, EMA, counters and
+    dropout's generator all move) and puts them back: with the capture emulated on a CPU, a run whose first epoch captures
+    and then replays is bit-identical to the same step never captured, over 3 epochs with validation. An epoch of fewer
+    steps than the warm-up has too (the warm-up read past the epoch's last batch: on a GPU, a device-side assert)."""
+    def run(capture: bool) -> Trainer:
+        tr = Trainer(config(step="graph", epochs=3, mixup_prob=0.3, cutmix_prob=0.3), splits(n=images))
+        tr.graph_step.fused, tr.graph_step.capture = True, capture  # the GPU's SGD (learning rate from the device table)
+        with emulated_capture(tr.graph_step):
+            while not tr.done: tr.run_epoch()
+        return tr
+    plain, captured = run(False), run(True)
+    assert plain.graph_step.graph is None and captured.graph_step.graph.replays == 3 * captured.graph_step.steps
+    assert history(captured) == history(plain)
+    assert same_tensors(captured.model.state_dict(), plain.model.state_dict())
+    assert same_tensors(captured.ema.state_dict(), plain.ema.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(captured.graph_step.bufs, plain.graph_step.bufs))
 
 def test_graph_step_refuses_fp16():
     with pytest.raises(ValueError, match="precision='fp16'"):
