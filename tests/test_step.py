@@ -1,5 +1,7 @@
 """The graph-ready training step (`attnresnet.step`, nbs/12_step.ipynb) on a CPU: bit-identical to `Trainer.train_step`,
-free of host reads and host data, and exact across a resume. Width 4, 48 images: seconds each."""
+free of host reads and host data, and exact across a resume; and its CUDA-graph capture emulated (`Recording`, `Replayed`:
+each replay must run the operations, arguments and memory the capture recorded, as a real graph does). Width 4, 48
+images: seconds each."""
 import contextlib, math, types
 from unittest import mock
 import pytest, torch
@@ -10,6 +12,8 @@ from attnresnet.models import count_parameters, padding_size, unpad_channels
 from attnresnet.splits import Splits
 from attnresnet.step import GraphStep, NoHostData, NoHostSync, draw_augment, draw_mix
 from attnresnet.trainer import Trainer
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 def splits(n=48, val=32, test=0):
     x, y = random_images(n + val + test, seed=1)
@@ -115,43 +119,6 @@ def test_resume_mid_run_with_the_graph_step_gives_the_eager_run():
     assert history(resumed) == history(eager) and not math.isnan(eager.history[-1]["val_acc_ema"])
     assert same_tensors(resumed.model.state_dict(), eager.model.state_dict())
     assert same_tensors(resumed.ema.state_dict(), eager.ema.state_dict())
-
-class Replayed:
-    """Stands in for `torch.cuda.CUDAGraph` on a CPU: `replay` runs the step's device work again, which is what a real
-    replay repeats (the step has no host read or host data: the test above), only without Python."""
-    def __init__(self, step: GraphStep): self.step, self.replays = step, 0
-    def replay(self): self.step.step_eager(); self.replays += 1
-
-@contextlib.contextmanager
-def emulated_capture(step: GraphStep):
-    """torch.cuda's capture on a CPU: one stream, the CPU generator for dropout (the CUDA one on a GPU), a `Replayed` graph.
-    The capture here runs the step once where a GPU only records it; `_capture` puts the state back after either."""
-    stream = types.SimpleNamespace(wait_stream=lambda other: None)
-    with mock.patch("torch.cuda.get_rng_state", lambda *a: torch.get_rng_state()), \
-         mock.patch("torch.cuda.set_rng_state", lambda state, *a: torch.set_rng_state(state)), \
-         mock.patch("torch.cuda.Stream", lambda *a, **k: stream), mock.patch("torch.cuda.current_stream", lambda *a: stream), \
-         mock.patch("torch.cuda.stream", lambda s: contextlib.nullcontext()), mock.patch("torch.cuda.CUDAGraph", lambda: Replayed(step)), \
-         mock.patch("torch.cuda.graph", lambda graph, *a, **k: contextlib.nullcontext()):
-        yield
-
-@pytest.mark.parametrize("images", [48, 16], ids=["3-steps", "1-step"])
-def test_capture_puts_back_what_its_warm_up_changed(images):
-    """`GraphStep._capture` runs warm-up steps before recording (weights, batch-norm statistics, momentum, EMA, counters and
-    dropout's generator all move) and puts them back: with the capture emulated on a CPU, a run whose first epoch captures
-    and then replays is bit-identical to the same step never captured, over 3 epochs with validation. An epoch of fewer
-    steps than the warm-up has too (the warm-up read past the epoch's last batch: on a GPU, a device-side assert)."""
-    def run(capture: bool) -> Trainer:
-        tr = Trainer(config(step="graph", epochs=3, mixup_prob=0.3, cutmix_prob=0.3), splits(n=images))
-        tr.graph_step.fused, tr.graph_step.capture = True, capture  # the GPU's SGD (learning rate from the device table)
-        with emulated_capture(tr.graph_step):
-            while not tr.done: tr.run_epoch()
-        return tr
-    plain, captured = run(False), run(True)
-    assert plain.graph_step.graph is None and captured.graph_step.graph.replays == 3 * captured.graph_step.steps
-    assert history(captured) == history(plain)
-    assert same_tensors(captured.model.state_dict(), plain.model.state_dict())
-    assert same_tensors(captured.ema.state_dict(), plain.ema.state_dict())
-    assert all(torch.equal(a, b) for a, b in zip(captured.graph_step.bufs, plain.graph_step.bufs))
 
 def test_graph_step_refuses_fp16():
     with pytest.raises(ValueError, match="precision='fp16'"):
@@ -265,3 +232,89 @@ def test_matmul_attention_is_the_same_function_in_every_copy():
         assert {g.matmul for g in m.modules() if isinstance(g, ChannelAttention)} == {True}
     assert math.isclose(conv.history[0]["train_loss"], product.history[0]["train_loss"], rel_tol=1e-5)
     for a, b in zip(conv.model.parameters(), product.model.parameters()): assert torch.allclose(a, b, atol=1e-5)
+
+class Recording(TorchDispatchMode):
+    """What a CUDA graph fixes when it is captured, as a list: every operation in order, its non-tensor arguments, and the
+    memory of every tensor the step reads but did not make (a graph replays those addresses; what it makes lives in the
+    graph's own pool). A replay that differs from the capture in any of these is a step a real graph would not repeat."""
+    def __enter__(self):
+        self.ops, self.made = [], set()
+        return super().__enter__()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func.namespace == "profiler": return out  # torch's own markers (record_function), no device work
+        def what(v):
+            if not isinstance(v, torch.Tensor): return repr(v)
+            where = v.untyped_storage().data_ptr()
+            return ("made" if where in self.made else where, tuple(v.shape), v.stride(), v.storage_offset(), v.dtype)
+        self.ops.append((str(func), [what(v) for v in tree_leaves((args, kwargs or {}))]))
+        self.made.update(t.untyped_storage().data_ptr() for t in tree_leaves(out) if isinstance(t, torch.Tensor))
+        return out
+
+class Replayed:
+    """Stands in for `torch.cuda.CUDAGraph` on a CPU: `replay` runs the step's device work again and checks that it is
+    the work recorded at the capture (`Recording`): what a real replay would run, it runs; what it would not, raises."""
+    def __init__(self, step: GraphStep): self.step, self.replays, self.captured = step, 0, None
+    def replay(self):
+        with Recording() as now: self.step.step_eager()
+        differ = next((i for i, (a, b) in enumerate(zip(self.captured, now.ops)) if a != b), None)
+        if differ is not None or len(now.ops) != len(self.captured):
+            i = differ if differ is not None else min(len(now.ops), len(self.captured))
+            raise AssertionError(f"replay {self.replays + 1} differs from the captured step at operation {i}: captured "
+                                 f"{self.captured[i] if i < len(self.captured) else 'nothing'}, now {now.ops[i] if i < len(now.ops) else 'nothing'}")
+        self.replays += 1
+
+@contextlib.contextmanager
+def captured_into(graph: Replayed):
+    "Stands in for `torch.cuda.graph(graph)`: the step runs (a GPU only records it; `_capture` puts the state back after either)."
+    with Recording() as rec: yield
+    graph.captured = rec.ops
+
+@contextlib.contextmanager
+def emulated_capture(step: GraphStep):
+    "torch.cuda's capture on a CPU: one stream, the CPU generator for dropout (the CUDA one on a GPU), a `Replayed` graph."
+    stream = types.SimpleNamespace(wait_stream=lambda other: None)
+    with mock.patch("torch.cuda.get_rng_state", lambda *a: torch.get_rng_state()), \
+         mock.patch("torch.cuda.set_rng_state", lambda state, *a: torch.set_rng_state(state)), \
+         mock.patch("torch.cuda.Stream", lambda *a, **k: stream), mock.patch("torch.cuda.current_stream", lambda *a: stream), \
+         mock.patch("torch.cuda.stream", lambda s: contextlib.nullcontext()), mock.patch("torch.cuda.CUDAGraph", lambda: Replayed(step)), \
+         mock.patch("torch.cuda.graph", lambda graph, *a, **k: captured_into(graph)):
+        yield
+
+CAPTURED = {"paper": (48, {}), "one-step-epochs": (16, {}), "padded-matmul": (48, dict(channel_multiple=8, attention_matmul=True)),
+            "seresnet": (48, dict(model="seresnet")), "wrn": (48, dict(model="wrn", width=1, depth=10)), "no-ema": (48, dict(ema_decay=0.0)),
+            **{k: (48, v) for k, v in SHORT_RUN_OPTIONS.items()}}
+
+@pytest.mark.parametrize("images, settings", list(CAPTURED.values()), ids=list(CAPTURED))
+def test_capture_puts_back_what_its_warm_up_changed(images, settings):
+    """`GraphStep._capture` runs warm-up steps before recording (weights, batch-norm statistics, momentum, EMA, counters and
+    dropout's generator all move) and puts them back: with the capture emulated on a CPU, a run whose first epoch captures
+    and then replays is bit-identical to the same step never captured, over 3 epochs with validation. An epoch of fewer
+    steps than the warm-up has too (the warm-up read past the epoch's last batch: on a GPU, a device-side assert)."""
+    def run(capture: bool) -> Trainer:
+        tr = Trainer(config(**{**dict(step="graph", epochs=3, mixup_prob=0.3, cutmix_prob=0.3), **settings}), splits(n=images))
+        tr.graph_step.fused, tr.graph_step.capture = True, capture  # the GPU's SGD (learning rate from the device table)
+        with emulated_capture(tr.graph_step):
+            while not tr.done: tr.run_epoch()
+        return tr
+    plain, captured = run(False), run(True)
+    assert plain.graph_step.graph is None and captured.graph_step.graph.replays == 3 * captured.graph_step.steps
+    assert history(captured) == history(plain)
+    assert same_tensors(captured.model.state_dict(), plain.model.state_dict())
+    if plain.ema is not None: assert same_tensors(captured.ema.state_dict(), plain.ema.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(captured.graph_step.bufs, plain.graph_step.bufs))
+
+def _host_learning_rate(tr): pass  # fused stays False: the CPU's SGD takes each step's learning rate as a Python number
+def _images_replaced(tr): tr.loader.x = tr.loader.x.clone()  # new memory, where `mirror_epoch` rewrites the images in place
+
+@pytest.mark.parametrize("fault", [_host_learning_rate, _images_replaced], ids=["host-learning-rate", "images-replaced"])
+def test_an_emulated_replay_refuses_what_a_graph_would_freeze(fault):
+    """The check can fail: a learning rate passed as a Python number (a real graph repeats the captured step's forever), or
+    images moved to new memory between epochs (a real graph reads the old): the replay is not the captured step."""
+    tr = Trainer(config(step="graph", epochs=2), splits(n=96))
+    tr.graph_step.capture, tr.graph_step.fused = True, fault is not _host_learning_rate
+    with emulated_capture(tr.graph_step), pytest.raises(AssertionError, match="differs from the captured step"):
+        tr.run_epoch()
+        fault(tr)
+        tr.run_epoch()
