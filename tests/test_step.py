@@ -318,3 +318,18 @@ def test_an_emulated_replay_refuses_what_a_graph_would_freeze(fault):
         tr.run_epoch()
         fault(tr)
         tr.run_epoch()
+
+@pytest.mark.slow
+def test_compiled_model_in_the_captured_step_compiles_once():
+    """`compile=True` in the graph step: torch.compile compiles at the first warm-up step, before the capture, and the
+    capture and replays reuse that code (a recompile during a GPU's capture would launch work the capture cannot hold).
+    bf16 on a CPU (inductor's C++ backend), the capture emulated; about a minute."""
+    import torch._dynamo
+    torch._dynamo.reset()
+    tr = Trainer(config(step="graph", epochs=2, compile=True, precision="bf16", mixup_prob=0.3, cutmix_prob=0.3), splits())
+    tr.graph_step.fused, tr.graph_step.capture = True, True
+    with torch._dynamo.config.patch(error_on_recompile=True), emulated_capture(tr.graph_step):
+        while not tr.done: tr.run_epoch()
+        with pytest.raises(torch._dynamo.exc.RecompileError):  # the check is armed: another batch size would recompile
+            tr.train_model(torch.randn(8, 3, 32, 32).contiguous(memory_format=torch.channels_last))
+    assert tr.graph_step.graph.replays == 2 * tr.graph_step.steps and math.isfinite(tr.history[-1]["train_loss"])
