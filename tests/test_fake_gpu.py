@@ -90,13 +90,17 @@ def pretend_gpu():
     finally:
         torch.backends.cudnn.benchmark = benchmark  # a Trainer on 'cuda' sets it for the process
 
+def backward_into(trainer):
+    "A `Tensor.backward` that gives every trainable parameter of `trainer()` a gradient of its shape and device (autograd's engine needs the driver)."
+    def backward(self, *args, **kw):
+        for p in trainer().model.parameters():
+            if p.requires_grad: p.grad = torch.empty_like(p)
+    return backward
+
 @contextlib.contextmanager
 def gradients_without_autograd(tr: Trainer):
-    "`loss.backward()` gives every trainable parameter a gradient of its shape and device (autograd's engine needs the driver)."
-    params = [p for p in tr.model.parameters() if p.requires_grad]
-    def backward(self, *args, **kw):
-        for p in params: p.grad = torch.empty_like(p)
-    with mock.patch("torch.Tensor.backward", backward): yield
+    "`loss.backward()` gives every trainable parameter of `tr` a gradient (`backward_into`)."
+    with mock.patch("torch.Tensor.backward", backward_into(lambda: tr)): yield
 
 def config(**settings):
     "The paper's recipe at width 4 on 'cuda', as a GPU run would choose: bf16 (and the graph step, fused SGD)."
@@ -159,10 +163,7 @@ def trainers_without_autograd():
     def noted(self, *args, **kw):
         init(self, *args, **kw); built.append(self)
         if self.graph_step is not None: self.graph_step.capture = False  # recording a graph needs the driver
-    def backward(self, *args, **kw):
-        for p in built[-1].model.parameters():
-            if p.requires_grad: p.grad = torch.empty_like(p)
-    with mock.patch.object(Trainer, "__init__", noted), mock.patch("torch.Tensor.backward", backward): yield built
+    with mock.patch.object(Trainer, "__init__", noted), mock.patch("torch.Tensor.backward", backward_into(lambda: built[-1])): yield built
 
 class Killed(Exception): "The run's process, stopped after an epoch (at the time limit of a command, say)."
 
