@@ -1,6 +1,6 @@
 """`python -m attnresnet.bench` (training speed, and with --augment the augmentation pipeline) runs end to end on tiny
 inputs, and rejects bad flags by name."""
-import subprocess, sys, time
+import subprocess, sys
 import pytest, torch
 from pathlib import Path
 
@@ -14,11 +14,9 @@ def bench(*args, timeout=120, module="attnresnet.bench"):
 def test_quick_run_prints_the_tables_and_appends(tmp_path):
     out = tmp_path / "BENCHMARKS.md"
     out.write_text("# Benchmarks\n\n## Other section\n\nkept\n")
-    t0 = time.perf_counter()
     r = bench("--device", "cpu", "--width", "4", "--batch-size", "16", "--repeats", "2", "--quick", "--synthetic",
               "--append", out)
     assert r.returncode == 0, r.stderr
-    assert time.perf_counter() - t0 < 90  # ~10 s of work on an idle 2-core CPU; generous for a shared machine
     assert "| setting (bare loop) | images/s | ms/step | TFLOP/s | % of peak | peak memory | notes |" in r.stdout
     assert "| fp32, contiguous, eager |" in r.stdout and "time per image vs bare" in r.stdout
     assert "| attnresnet | 4,913,705 | 1.049 |" in r.stdout  # paper model's FLOPs at its defaults

@@ -1,5 +1,5 @@
 """Bad parameters fail fast, name themselves, and never touch an earlier run's artifacts."""
-import json, time
+import json
 import pytest
 from conftest import run_cli
 
@@ -14,11 +14,9 @@ from conftest import run_cli
     (["--chanel-attention", "false"], "did you mean --channel-attention?"),
 ])
 def test_bad_parameter_fails_fast(tmp_path, args, name):
-    t0 = time.perf_counter()
     r = run_cli(*args, "--run-dir", tmp_path / "run")
     assert r.returncode == 2, r.stderr
     assert name in r.stderr, r.stderr
-    assert time.perf_counter() - t0 < 60
     assert not (tmp_path / "run").exists()  # nothing was created
 
 @pytest.mark.training
@@ -123,12 +121,13 @@ def test_parameters_cell_is_made_from_the_same_docs():
     (["--decoupled-weight-decay", "true", "--lr", "0"], "decoupled_weight_decay=True divides weight_decay by lr"),
     (["--bn-bias-lr", "-1"], "bn_bias_lr=-1"),
 ])
-def test_value_errors_are_one_line_and_leave_nothing(tmp_path, capsys, args, expected):
-    t0 = time.perf_counter()
+def test_value_errors_are_one_line_and_leave_nothing(tmp_path, capsys, monkeypatch, args, expected):
+    "Refused before any data is read: reading the data here would fail the test with another message."
+    def no_data(*a, **k): raise AssertionError("the data was read before the parameters were checked")
+    monkeypatch.setattr("attnresnet.trainer.load_splits", no_data)
     code, _, err = call(train.main, *args, "--run-dir", tmp_path / "run", capsys=capsys)
     assert code == 2 and one_line(err) and expected in err, err
     assert not (tmp_path / "run").exists()
-    assert time.perf_counter() - t0 < 1
 
 def test_print_config_round_trips_through_a_flat_file(tmp_path, capsys):
     code, out, _ = call(train.main, "--recipe", "fast", "--width", "8", "--print-config", capsys=capsys)
@@ -247,7 +246,7 @@ def test_bench_help_and_errors(capsys):
     assert code == 2 and one_line(err) and "--out" in err, err
 
 def test_console_scripts(monkeypatch, capsys):
-    "attnresnet-train, -predict and -bench are installed; each calls a function whose result is not taken for an exit status."
+    "attnresnet-train, -predict and -bench are installed and name a `cli`; attnresnet-train's returns None, not a result taken for an exit status."
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert set(scripts) == {"attnresnet-train", "attnresnet-predict", "attnresnet-bench"}
     for target in scripts.values():

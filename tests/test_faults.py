@@ -144,7 +144,7 @@ def test_torchvision_source_has_a_checked_fingerprint(tmp_path, monkeypatch):
 
 
 # run directories
-import json, signal, subprocess, sys
+import json, platform, signal, subprocess, sys
 from conftest import REPO, run_cli
 
 TINY = ["--width", "4", "--epochs", "2", "--batch-size", "4", "--val-fraction", "0.25", "--progress", "false"]
@@ -173,16 +173,31 @@ def test_second_writer_is_refused_naming_the_holder(tree, tmp_path):
         deadline = time.time() + 120
         while not (run / "last.pt").exists() and time.time() < deadline: time.sleep(0.2)
         assert (run / ".lock").exists(), first.stderr.read() if first.poll() is not None else "no lock"
-        t0 = time.time()
         second = run_cli("--data", tree, "--run-dir", run, *TINY, "--epochs", "200", timeout=120)
-        assert second.returncode != 0 and f"is in use by process {first.pid}" in second.stderr, second.stderr[-2000:]
-        assert time.time() - t0 < 60
+        assert second.returncode != 0, second.stderr[-2000:]
+        assert f"is in use by process {first.pid} on {platform.node()}" in second.stderr, second.stderr[-2000:]
     finally:
         first.send_signal(signal.SIGKILL); first.wait()
-    # the killed holder's lock is stale: a rerun takes it over and resumes
-    done = run_cli("--data", tree, "--run-dir", run, *TINY, "--epochs", "3", timeout=300)
-    assert "other parameters" in done.stderr or done.returncode == 0  # epochs differ: refused by name, not by the lock
-    assert "in use by process" not in done.stderr
+    # the killed holder's lock is stale: the same command again takes it over and resumes the run
+    assert json.loads((run / ".lock").read_text())["pid"] == first.pid
+    before = (run / "history.csv").read_text().splitlines()  # its header and at least the checkpointed epoch 1
+    again = subprocess.Popen([sys.executable, "-m", "attnresnet.train", "--data", tree, "--run-dir", run, *TINY, "--epochs", "200"],
+                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while again.poll() is None and time.time() < deadline:
+            try:
+                if json.loads((run / ".lock").read_text())["pid"] == again.pid: break
+            except (OSError, ValueError, KeyError): pass  # between the stale lock's removal and the new one's writing
+            time.sleep(0.1)
+        assert again.poll() is None, again.stderr.read()[-2000:]  # not refused by the dead holder's lock
+        assert json.loads((run / ".lock").read_text())["pid"] == again.pid
+        deadline = time.time() + 120  # it resumes: it goes on past the killed run's epochs, and epoch 1 is the killed run's
+        rows = lambda: (run / "history.csv").read_text().splitlines()
+        while len(rows()) <= len(before) and time.time() < deadline: time.sleep(0.2)
+        assert len(rows()) > len(before) and rows()[:2] == before[:2]
+    finally:
+        again.send_signal(signal.SIGKILL); again.wait()
 
 
 def test_resume_on_changed_data_is_refused(tree, tmp_path):
@@ -198,12 +213,11 @@ def test_resume_on_changed_data_is_refused(tree, tmp_path):
 
 def test_misspelt_papermill_parameter_fails_at_once(tmp_path):
     papermill = pytest.importorskip("papermill")
-    t0 = time.time()
     with pytest.raises(papermill.PapermillExecutionError, match="did you mean 'epochs'"):
         papermill.execute_notebook(str(REPO / "nbs" / "train.ipynb"), str(tmp_path / "out.ipynb"),
                                    parameters=dict(epoch=1, run_dir=str(tmp_path / "run")), kernel_name="python3",
                                    cwd=str(REPO), progress_bar=False)
-    assert not (tmp_path / "run").exists() and time.time() - t0 < 120
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("flag, value", [("--lr", "nan"), ("--lr", "inf"), ("--dropout", "nan")])
@@ -379,12 +393,13 @@ def test_diverged_run_stops_and_is_recorded(tree, tmp_path):
     m = re.search(r"training diverged: the loss was not finite at epoch (\d+), step (\d+) of \d+", line)
     assert m and "lr=1e+06" in line and "learning rate" in line, line
     epoch = int(m.group(1))
+    assert epoch >= 2, "diverged in epoch 1, leaving no good epoch to keep: give TINY runs a smaller --lr here"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["completed"] is False and metrics["diverged"]["epoch"] == epoch and metrics["test_acc"] is None
     from attnresnet.runs import read_history
     assert [h["epoch"] for h in read_history(run)] == list(range(1, epoch))  # the good epochs' history stays
-    last = torch.load(run / "last.pt", weights_only=True) if epoch > 1 else None
-    assert last is None or (last["epoch"] == epoch - 1 and all(torch.isfinite(t).all() for t in last["model"].values()))
+    last = torch.load(run / "last.pt", weights_only=True)
+    assert last["epoch"] == epoch - 1 and all(torch.isfinite(t).all() for t in last["model"].values())
     again = run_cli("--data", tree, "--run-dir", run, *TINY, "--epochs", "4", "--lr", "1e6", timeout=300)
     assert again.returncode == 1 and "training diverged" in again.stderr  # a rerun says so again, without training
 
@@ -448,7 +463,8 @@ def test_hand_edited_config_is_refused_on_resume(tree, tmp_path):
     (run / "config.json").write_text(json.dumps(cfg))
     r = subprocess.run([sys.executable, "-m", "attnresnet.train", "--config", str(run / "config.json")], cwd=REPO,
                        capture_output=True, text=True, timeout=300)
-    assert r.returncode == 1 and "lr" in r.stderr and "last.pt" in r.stderr and "0.5" in r.stderr, r.stderr[-2000:]
+    trained = torch.load(run / "last.pt", weights_only=True)["parameters"]["lr"]
+    assert r.returncode == 1 and f"lr=0.5 (last.pt: {trained!r})" in r.stderr and trained != 0.5, r.stderr[-2000:]
     assert "Traceback" not in r.stderr and not (run / "metrics.json").exists()
     assert json.loads((run / "config.json").read_text())["parameters"]["lr"] == 0.5  # left as the user wrote it
 

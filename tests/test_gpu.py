@@ -9,6 +9,8 @@ def check_fast_path(precision, channels_last, compile, width=8, batch=32):
     err = fast_path_error(Setting(precision, channels_last, compile), "cuda", width=width, batch_size=batch)
     assert not err["nonfinite_grads"], (f"non-finite gradients in {len(err['nonfinite_grads'])} parameters, the one nearest the loss "
                                         f"{err['nonfinite_origin']} ({err['output']=}, {err['loss']=})")
+    # fp32 too: cuDNN runs fp32 convolutions in TF32 by default (allow_tf32), and the compiled and eager ones may pick
+    # different algorithms, so fp32's bound is the same bf16-sized one until a GPU run has measured what TF32 gives
     assert err["output"] < 2e-2 and err["loss"] < 2e-2 and err["grad_cosine"] > 0.9, err
 
 def test_bf16_channels_last_computes_the_same_function():
@@ -97,7 +99,7 @@ def test_graph_epoch_does_not_wait_for_the_gpu(tmp_path):
     finally: torch.cuda.set_sync_debug_mode(0)
     assert torch.isfinite(loss_sum).item() and graph.graph_step.nonfinite.item() == 0
 
-def test_auto_takes_the_graph_on_cuda_and_resumes_exactly(tmp_path):
+def test_auto_takes_the_graph_on_cuda_and_resumes_as_the_unbroken_run(tmp_path):
     "step='auto' is the graph on a GPU; a checkpoint after epoch 1 resumed into a fresh trainer continues as the unbroken run does."
     from attnresnet.config import make_config
     from attnresnet.trainer import Trainer
@@ -111,6 +113,7 @@ def test_auto_takes_the_graph_on_cuda_and_resumes_exactly(tmp_path):
     resumed = Trainer(c, s); resumed.load_state_dict(state)
     while not resumed.done: resumed.run_epoch()
     rows = lambda tr: [(r["train_loss"], r["train_acc"]) for r in tr.history]
+    assert len(rows(full)) == len(rows(resumed)) == 3
     for (la, aa), (lb, ab) in zip(rows(full), rows(resumed)):  # graph replays are deterministic up to cuDNN/atomics
         assert abs(la - lb) < 1e-2 * abs(la) and abs(aa - ab) < 0.05, (rows(full), rows(resumed))
 

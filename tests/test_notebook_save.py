@@ -225,7 +225,7 @@ def api(port: int, token: str, path: str, method: str = "GET", body: dict | None
 
 
 def start_jupyterlab(root: Path, logs: Path, config_path: bool):
-    "JupyterLab started in the repository root, serving `root`; (process, port, token) once it answers, else skip."
+    "JupyterLab started in the repository root, serving `root`; (process, port, token) once it answers, else fail (the project's config may be what broke it)."
     port, token = free_port(), secrets.token_urlsafe(16)
     env = dict(os.environ)
     env.pop("JUPYTER_CONFIG_PATH", None)
@@ -238,14 +238,14 @@ def start_jupyterlab(root: Path, logs: Path, config_path: bool):
     deadline = time.time() + 60
     while time.time() < deadline:
         if proc.poll() is not None:
-            pytest.skip(f"JupyterLab exited ({proc.returncode}): {logs.read_text()[-2000:]}")
+            pytest.fail(f"JupyterLab exited ({proc.returncode}): {logs.read_text()[-2000:]}")
         try:
             api(port, token, "/api/status", timeout=2)
             return proc, port, token
         except OSError:
             time.sleep(0.3)
     stop(proc, port, token)
-    pytest.skip(f"JupyterLab did not answer within 60 s: {logs.read_text()[-2000:]}")
+    pytest.fail(f"JupyterLab did not answer within 60 s: {logs.read_text()[-2000:]}")
 
 
 def stop(proc, port, token):

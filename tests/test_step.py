@@ -7,7 +7,7 @@ from unittest import mock
 import pytest, torch
 from attnresnet.bench_step import random_images
 from attnresnet.config import make_config
-from attnresnet.evaluate import accuracy, average_views
+from attnresnet.evaluate import accuracy, average_views, prepare_batch
 from attnresnet.models import count_parameters, padding_size, unpad_channels
 from attnresnet.splits import Splits
 from attnresnet.step import GraphStep, NoHostData, NoHostSync, draw_augment, draw_mix
@@ -175,6 +175,17 @@ def test_multi_view_tta_is_reported_beside_the_plain_test():
     p, views = tr.probabilities(model, s.test_x, flips=True, shift=2)
     assert views.shape == (5, len(s.test_x), 10)
     assert results[2]["test_acc_tta"] == accuracy(average_views(p, views), s.test_y)
+    # the six views made here by index arithmetic: plain, mirrored, and each moved 2 pixels down-right and up-left with
+    # the edges mirrored (the crop augmentation's reflect padding: the border pixel is not repeated)
+    def moved(img, d):
+        n = img.shape[-1]
+        i = torch.tensor([abs(k) if k < n else 2 * (n - 1) - k for k in range(-d, n - d)])
+        return img[..., i, :][..., i]
+    x = prepare_batch(s.test_x, tr.mean, tr.std, False)
+    by_hand = [im for v in (x, x.flip(3)) for im in (v, moved(v, 2), moved(v, -2))]
+    with torch.no_grad(): probs = torch.stack([model.eval()(v).softmax(1) for v in by_hand]).mean(0)
+    assert torch.allclose(probs, average_views(p, views), atol=1e-6)
+    assert results[2]["test_acc_tta"] == accuracy(probs, s.test_y)
 
 def test_short_run_network_options_reach_the_trainers_model():
     "zero_init_residual and bn_momentum (nbs/01_models.ipynb) are built into the model the trainer trains, and its EMA copy."
