@@ -20,7 +20,7 @@ def is_int(value) -> bool:
 
 # %% ../nbs/11_helpers.ipynb #f09a5f37
 def is_number(value) -> bool:
-    "Whether `value` is an int or a float, bools excluded (NaN and infinities count: see `check_finite`)."
+    "Whether `value` is an int or a float, bools excluded (NaN and infinities count: range checks such as `check_probability` reject them)."
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 # %% ../nbs/11_helpers.ipynb #b1c4fa6d

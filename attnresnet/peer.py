@@ -98,6 +98,7 @@ def peer_md(peer: PeerResult, ours_images_per_s: float | None = None, ours_flops
 
 # %% ../nbs/14_peer.ipynb #7ed042f3
 def arg_parser() -> argparse.ArgumentParser:
+    "Flags of `python -m attnresnet.peer`."
     p = argparse.ArgumentParser(prog="python -m attnresnet.peer", allow_abbrev=False,
                                 description="airbench94 on this study's data and GPU, beside this study's trainer.")
     p.add_argument("--data", default="cifar10", help="'cifar10' or an image-folder root with train/ and test/ (default cifar10)")
