@@ -103,12 +103,13 @@ def run_folder(path, owner: bool = True):
     made = list(itertools.takewhile(lambda q: not os.path.lexists(q), (path, *path.parents)))  # deepest first
     def tidy():
         for q in made:
+            if not os.path.isdir(q): continue  # never made (the deepest, when its name was refused)
             try: q.rmdir()  # only an empty folder
             except OSError: return
     try: path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        tidy()
-        file = next((q for q in (path, *path.parents) if q.exists() and not q.is_dir()), None)
+        tidy()  # os.path's checks answer False where pathlib's raise (a name too long, say)
+        file = next((q for q in (path, *path.parents) if os.path.exists(q) and not os.path.isdir(q)), None)
         if file is not None: raise RunRefused(f"run_dir={str(path)!r}: {file} is a file, not a folder; give run_dir a folder's path") from None
         raise RunRefused(f"run_dir={str(path)!r}: cannot make this folder ({e.strerror}); give run_dir a folder you can write to") from None
     if not os.access(path, os.W_OK | os.X_OK):

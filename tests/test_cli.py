@@ -159,10 +159,14 @@ def test_config_file_errors_never_say_delete(tmp_path, capsys, text, expected):
     assert code == 2 and one_line(err) and expected in err and "mine.json" in err and "delete" not in err, err
     assert (tmp_path / "mine.json").read_text() == text
 
-def test_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
+def test_debug_shows_the_traceback(tmp_path, capsys, monkeypatch, small_run):
+    "--debug, or ATTNRESNET_DEBUG=1, re-raises the error that is otherwise one line: train and predict."
+    (tmp_path / "broken.png").write_text("not an image")
     with pytest.raises(ValueError, match="width=0"): train.main(["--width", "0", "--debug"])
+    with pytest.raises(ValueError, match="broken.png"): predict.main([str(small_run), str(tmp_path / "broken.png"), "--debug"])
     monkeypatch.setenv("ATTNRESNET_DEBUG", "1")
     with pytest.raises(ValueError, match="width=0"): train.main(["--width", "0"])
+    with pytest.raises(ValueError, match="broken.png"): predict.main([str(small_run), str(tmp_path / "broken.png")])
 
 def test_data_pointing_at_train_itself(standin, tmp_path, capsys):
     code, _, err = call(train.main, "--data", standin / "train", "--run-dir", tmp_path / "run", capsys=capsys)
@@ -201,6 +205,11 @@ def test_run_dir_that_cannot_be_made(standin, tmp_path, capsys):
         run_dir = tmp_path / "ro" / "run"
     code, _, err = call(train.main, "--data", standin, "--run-dir", run_dir, capsys=capsys)
     assert code == 1 and one_line(err) and f"run_dir={str(run_dir)!r}" in err and "cannot make this folder" in err, err
+    # a name too long for the file system, under folders that do not exist yet: they are made, then removed again
+    run_dir = tmp_path / "made" / "on the way" / ("x" * 300)
+    code, _, err = call(train.main, "--data", standin, "--run-dir", run_dir, capsys=capsys)
+    assert code == 1 and one_line(err) and "cannot make this folder (File name too long)" in err, err
+    assert not (tmp_path / "made").exists()
 
 def test_gpu_index_beyond_this_machine(standin, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

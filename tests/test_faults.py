@@ -50,6 +50,18 @@ def test_cache_with_wrong_contents_is_rebuilt(tree, tmp_path):
     assert torch.equal(again.train_y, first.train_y)
 
 
+def test_cache_of_an_older_decoding_rule_is_rebuilt(tree, tmp_path):
+    "A cache written before 16-bit images were scaled and animations cut to their first frame records no decoder: rebuilt."
+    from attnresnet.data import DECODER
+    first = load_images(tree)
+    cache, = _caches(tmp_path)
+    d = torch.load(cache, weights_only=True); del d["decoder"]
+    torch.save(d, cache)
+    with pytest.warns(UserWarning, match=re.escape(str(cache)) + " was decoded by an older rule.*rebuilding"):
+        again = load_images(tree)
+    assert torch.equal(again.train_x, first.train_x) and torch.load(cache, weights_only=True)["decoder"] == DECODER
+
+
 class _Payload:
     "Unpickling this creates the marker file: what a planted cache would do with full pickle loading."
     def __init__(self, marker): self.marker = str(marker)
@@ -422,6 +434,20 @@ def test_report_tables_show_diverged_runs(tmp_path):
 def _finished_tiny_run(tree, run):
     r = run_cli("--data", tree, "--run-dir", run, *TINY, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+@pytest.mark.training
+def test_finished_run_without_best_checkpoint_says_what_to_use(tree, tmp_path):
+    "best.pt deleted from a finished run: load_model and predict name the file and point at last.pt's final weights."
+    from attnresnet.runs import RunDir
+    run = tmp_path / "run"; _finished_tiny_run(tree, run)
+    (run / "best.pt").unlink()
+    with pytest.raises(FileNotFoundError, match=re.escape(str(run / "best.pt")) + r" is missing.*checkpoint='last'"):
+        RunDir(run).load_model()
+    assert RunDir(run).load_model("last") is not None
+    image = next((tree / "test" / "class0").iterdir())
+    r = subprocess.run([sys.executable, "-m", "attnresnet.predict", str(run), str(image)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "--checkpoint last" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
 
 
 @pytest.mark.training
