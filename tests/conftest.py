@@ -39,3 +39,10 @@ def run_cli(*args, timeout=600, **kw) -> subprocess.CompletedProcess:
 def comparable(metrics: dict) -> dict:
     "Metrics without the fields that measure time."
     return {k: v for k, v in metrics.items() if k not in ("wall_time_s", "train_time_s", "images_per_s")}
+
+def untimed(history) -> list[dict]:
+    "History rows without the columns that measure time: a run directory's `history.csv`, or rows such as `Trainer.history`."
+    if isinstance(history, (str, os.PathLike)):
+        from attnresnet.runs import read_history
+        history = read_history(history)
+    return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in history]

@@ -2,7 +2,7 @@
 directory, it follows a single-process run's loss curve with SyncBatchNorm, and it resumes exactly after a kill."""
 import json, os, signal, subprocess, sys, time
 import pytest, torch
-from conftest import REPO, run_cli, comparable
+from conftest import REPO, run_cli, comparable, untimed
 
 pytestmark = [pytest.mark.ddp,
               pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
@@ -27,10 +27,6 @@ def descendants(pid: int) -> list[int]:
 def losses(run_dir) -> list[float]:
     from attnresnet.runs import read_history
     return [r["train_loss"] for r in read_history(run_dir)]
-
-def untimed(run_dir) -> list[dict]:
-    from attnresnet.runs import read_history
-    return [{k: v for k, v in r.items() if k not in ("images_per_s", "seconds")} for r in read_history(run_dir)]
 
 def test_two_processes_write_one_run(tmp_path, standin):
     "A 2-process run ends; rank 0 alone wrote the run directory (no lock left) and printed the summary; config.json says 2 processes."

@@ -1,7 +1,7 @@
 """kill -9 in the middle of a run, rerun, and get the same final numbers as an uninterrupted run."""
 import json, os, signal, subprocess, sys, time
 import pytest
-from conftest import REPO, run_cli, comparable
+from conftest import REPO, run_cli, comparable, untimed
 
 @pytest.mark.slow  # three short training runs
 def test_kill_and_resume_matches_uninterrupted(tmp_path, standin):
@@ -28,8 +28,6 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, standin):
     assert resumed.returncode == 0, resumed.stderr
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (tmp_path / "ref", run))
     assert comparable(a) == comparable(b)
-    from attnresnet.runs import read_history
-    untimed = lambda d: [{k: v for k, v in r.items() if k not in ("images_per_s", "seconds")} for r in read_history(d)]
     assert untimed(tmp_path / "ref") == untimed(run)
 
 def test_checkpoints_every_n_epochs_resume_exactly(tmp_path):
@@ -65,6 +63,5 @@ def test_checkpoints_every_n_epochs_resume_exactly(tmp_path):
     assert resumed.epoch == 2
     metrics = finish(resumed)
     assert torch.load(tmp_path / "cut" / "last.pt", weights_only=False)["epoch"] == 5
-    untimed = lambda d: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in RunDir(d).history]
     assert untimed(tmp_path / "cut") == untimed(tmp_path / "ref") and len(untimed(tmp_path / "ref")) == 5
     assert comparable(metrics) == comparable(ref)

@@ -14,6 +14,7 @@ from attnresnet.step import GraphStep, NoHostData, NoHostSync, draw_augment, dra
 from attnresnet.trainer import Trainer
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
+from conftest import untimed
 
 def splits(n=48, val=32, test=0):
     x, y = random_images(n + val + test, seed=1)
@@ -101,9 +102,6 @@ def test_no_host_read_or_host_data_in_the_graph_step_but_in_train_step(settings)
     with NoHostSync(), pytest.raises(RuntimeError, match="host read"): torch.tensor([1.0]).item()  # the modes do catch reads
     with NoHostData(), pytest.raises(RuntimeError, match="host data"): torch.tensor([1.0])  # and host data
 
-def history(tr):
-    return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in tr.history]
-
 def test_resume_mid_run_with_the_graph_step_gives_the_eager_run():
     "step='graph' (run as it is on a CPU) resumed after 1 of 2 epochs: the same history, weights and EMA as an unbroken eager run."
     s = splits()
@@ -116,7 +114,7 @@ def test_resume_mid_run_with_the_graph_step_gives_the_eager_run():
     resumed = Trainer(config(step="graph", epochs=2), s)
     resumed.load_state_dict(state)
     while not resumed.done: resumed.run_epoch()
-    assert history(resumed) == history(eager) and not math.isnan(eager.history[-1]["val_acc_ema"])
+    assert untimed(resumed.history) == untimed(eager.history) and not math.isnan(eager.history[-1]["val_acc_ema"])
     assert same_tensors(resumed.model.state_dict(), eager.model.state_dict())
     assert same_tensors(resumed.ema.state_dict(), eager.ema.state_dict())
 
@@ -147,7 +145,7 @@ def test_padded_channels_stay_zero_through_the_graph_step_and_a_resume():
     resumed = Trainer(config(step="graph", epochs=2, channel_multiple=8), s)
     resumed.load_state_dict(state)
     while not resumed.done: resumed.run_epoch()
-    assert history(resumed) == history(eager)
+    assert untimed(resumed.history) == untimed(eager.history)
     assert resumed.model.stem[0].conv.out_channels == 8 and resumed.model.stages[0][0].conv1.conv.out_channels == 8  # 4 -> 8
     assert padding_size(resumed.model) == padding_size(resumed.ema.module) == padding_of_momentum(resumed) == 0.0
     plain = Trainer(config(epochs=2), s)
@@ -214,7 +212,7 @@ def test_short_run_options_in_the_graph_step_and_across_a_resume(options):
     resumed = Trainer(config(step="graph", epochs=2, **options), s)
     resumed.load_state_dict(state)
     while not resumed.done: resumed.run_epoch()
-    assert history(resumed) == history(eager) and len(eager.optimizer.param_groups) > 1
+    assert untimed(resumed.history) == untimed(eager.history) and len(eager.optimizer.param_groups) > 1
     assert same_tensors(resumed.model.state_dict(), eager.model.state_dict())
     for p, q in zip(eager.model.parameters(), resumed.model.parameters()):
         assert torch.equal(eager.optimizer.state[p]["momentum_buffer"], resumed.optimizer.state[q]["momentum_buffer"])
@@ -311,7 +309,7 @@ def test_capture_puts_back_what_its_warm_up_changed(images, settings):
         return tr
     plain, captured = run(False), run(True)
     assert plain.graph_step.graph is None and captured.graph_step.graph.replays == 3 * captured.graph_step.steps
-    assert history(captured) == history(plain)
+    assert untimed(captured.history) == untimed(plain.history)
     assert same_tensors(captured.model.state_dict(), plain.model.state_dict())
     if plain.ema is not None: assert same_tensors(captured.ema.state_dict(), plain.ema.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(captured.graph_step.bufs, plain.graph_step.bufs))
