@@ -13,8 +13,8 @@ from .helpers import is_int
 __all__ = ['MAX_CROP_PAD', 'MAX_CUTOUT', 'AUGMENT_PRESETS', 'to_device', 'to_float', 'normalize', 'translation_matrix',
            'flip_matrix', 'rotation_matrix', 'homography', 'warp', 'crop_flip', 'perspective_points',
            'perspective_matrices', 'geometry_matrices', 'random_geometry', 'grayscale', 'rgb_to_hsv', 'hsv_to_rgb',
-           'color_params', 'apply_color', 'color_jitter', 'cutout', 'Augment', 'torchvision_apply', 'soft_targets',
-           'check_mix_probs', 'mixup', 'cutmix_box', 'cutmix', 'mix_batch']
+           'color_params', 'apply_color', 'color_jitter', 'cutout', 'Augment', 'torchvision_apply',
+           'torchvision_pipeline', 'soft_targets', 'check_mix_probs', 'mixup', 'cutmix_box', 'cutmix', 'mix_batch']
 
 # %% ../nbs/03_augment.ipynb #5801f12d
 def _rand(*shape, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -350,6 +350,15 @@ def torchvision_apply(x: torch.Tensor, p: dict, augment: "Augment") -> torch.Ten
             im = TF.erase(im, top, left, bottom - top, right - left, torch.tensor(0.0))
         out.append(im)
     return torch.stack(out)
+
+# %% ../nbs/03_augment.ipynb #3cc8258b
+def torchvision_pipeline():
+    "The 'advanced' preset (the authors' chain) as torchvision.transforms.v2 calls on one image: uint8 or float in, float in [0, 1] out."
+    import torchvision.transforms.v2 as v2
+    c = AUGMENT_PRESETS["advanced"]
+    return v2.Compose([v2.RandomCrop(32, padding=c["crop_pad"], padding_mode="reflect"), v2.RandomHorizontalFlip(),
+                       v2.RandomRotation(c["rotate"]), v2.ColorJitter(c["brightness"], c["contrast"], c["saturation"], c["hue"]),
+                       v2.RandomPerspective(c["perspective"], p=c["perspective_p"]), v2.ToDtype(torch.float32, scale=True)])
 
 # %% ../nbs/03_augment.ipynb #260a913e
 def soft_targets(y: torch.Tensor, num_classes: int, label_smoothing: float = 0.0) -> torch.Tensor:

@@ -7,8 +7,7 @@ from __future__ import annotations
 import os, statistics, time
 from dataclasses import dataclass
 import torch
-from torchvision.transforms import v2
-from .augment import Augment
+from .augment import Augment, torchvision_pipeline
 from .splits import CIFAR10_MEAN, CIFAR10_STD
 from .models import build_model
 from .config import resolve_device, resolve_precision, device_name
@@ -17,14 +16,8 @@ from .bench_flops import synchronize
 from .bench_step import random_images
 
 # %% auto #0
-__all__ = ['EVAL_BATCH_SIZES', 'torchvision_pipeline', 'AugmentResult', 'time_batched_augment', 'time_torchvision_augment',
-           'measure_augment', 'EvalResult', 'measure_evaluation']
-
-# %% ../nbs/09c_bench_data.ipynb #dc7d2d73
-def torchvision_pipeline() -> v2.Compose:
-    "The advanced preset's per-image operations as a torchvision.transforms.v2 pipeline (uint8 in, float in [0, 1] out)."
-    return v2.Compose([v2.RandomCrop(32, padding=4, padding_mode="reflect"), v2.RandomHorizontalFlip(), v2.RandomRotation(15),
-                       v2.ColorJitter(0.1, 0.1, 0.1, 0.02), v2.RandomPerspective(0.1, p=0.5), v2.ToDtype(torch.float32, scale=True)])
+__all__ = ['EVAL_BATCH_SIZES', 'AugmentResult', 'time_batched_augment', 'time_torchvision_augment', 'measure_augment',
+           'EvalResult', 'measure_evaluation']
 
 # %% ../nbs/09c_bench_data.ipynb #bb38e222
 class _PerImage(torch.utils.data.Dataset):

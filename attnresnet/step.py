@@ -375,7 +375,7 @@ def step_benchmark(device: str = "cuda", width: int = 31, batch: int = 128, step
 def step_table(rows: list[dict], floors: dict) -> str:
     "The benchmark's rows as a Markdown table, with the floors and the target beside them."
     f = lambda v, fmt: "-" if v is None else format(v, fmt)
-    lines = ["| step | ms/step | s/epoch (351 steps) | % of bf16 peak | kernels/step | GPU busy % | non-finite steps | notes |",
+    lines = [f"| step | ms/step | s/epoch ({PAPER_STEPS} steps) | % of bf16 peak | kernels/step | GPU busy % | non-finite steps | notes |",
              "|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         lines.append(f"| {r['row']} | {f(r.get('ms_per_step'), '.2f')} | {f(r.get('s_per_epoch'), '.2f')} | {f(r.get('peak_pct'), '.1f')} | "
@@ -448,7 +448,7 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="'cuda' (default when there is one) or 'cpu'")
     p.add_argument("--width", type=int, default=31, help="network width (default 31, the paper's)")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=50, help="steps per timed epoch (default 50; s/epoch is scaled to 351 steps)")
+    p.add_argument("--steps", type=int, default=50, help=f"steps per timed epoch (default 50; s/epoch is scaled to {PAPER_STEPS} steps)")
     p.add_argument("--val-images", type=int, default=5000, help="validation images of the full-trainer row (default 5000)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile row (compiling costs a minute or more)")
     p.add_argument("--smoke", action="store_true", help="a toy run on the CPU: width 4, batch 16, 2 steps, no compile (for the test suite)")
