@@ -36,6 +36,15 @@ def run_cli(*args, timeout=600, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "attnresnet.train", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO, **kw)
 
+@pytest.fixture(scope="session")
+def small_run(standin, tmp_path_factory) -> Path:
+    "A finished run made by the training command: width 4, 1 epoch of the stand-in (for predict and the CLI's refusals)."
+    run = tmp_path_factory.mktemp("small") / "run"
+    r = run_cli("--data", standin, "--width", "4", "--epochs", "1", "--batch-size", "64", "--val-fraction", "0.2",
+                "--progress", "false", "--run-dir", run)
+    assert r.returncode == 0, r.stderr
+    return run
+
 def comparable(metrics: dict) -> dict:
     "Metrics without the fields that measure time."
     return {k: v for k, v in metrics.items() if k not in ("wall_time_s", "train_time_s", "images_per_s")}

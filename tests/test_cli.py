@@ -218,12 +218,6 @@ def test_gpu_index_beyond_this_machine(standin, tmp_path, capsys, monkeypatch):
     assert code == 2 and one_line(err) and "device='cuda:7': this machine has 1 CUDA GPU (cuda:0 to cuda:0)" in err, err
     assert not (tmp_path / "run").exists()
 
-@pytest.fixture(scope="module")
-def small_run(standin, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("small") / "run"
-    train.fit(dict(data=str(standin), width=4, epochs=1, batch_size=64, val_fraction=0.2, progress=False), run_dir=str(run))
-    return run
-
 def test_last_pt_of_another_network(standin, small_run, tmp_path, capsys):
     run = tmp_path / "run"; run.mkdir()
     shutil.copy(small_run / "last.pt", run / "last.pt")  # width 4's checkpoint in a width-8 run's folder

@@ -2,19 +2,15 @@
 folder, from another working directory; bad input exits with status 2 and names itself."""
 import json, subprocess, sys
 import pytest
-from conftest import run_cli
 
 def predict(*args, cwd):
     return subprocess.run([sys.executable, "-m", "attnresnet.predict", *map(str, args)], capture_output=True, text=True,
                           timeout=300, cwd=cwd)
 
-@pytest.fixture(scope="module")
-def run(standin, tmp_path_factory):
-    run = tmp_path_factory.mktemp("predict") / "run"
-    r = run_cli("--data", standin, "--width", "4", "--epochs", "1", "--batch-size", "64", "--val-fraction", "0.2",
-                "--progress", "false", "--run-dir", run)
-    assert r.returncode == 0, r.stderr
-    return run
+@pytest.fixture
+def run(small_run):
+    "The training command's run (conftest's `small_run`)."
+    return small_run
 
 @pytest.fixture(scope="module")
 def photo(standin, tmp_path_factory):
