@@ -1,5 +1,5 @@
 """Shared fixtures: real CIFAR-10 images when the offline copy is present, a generated stand-in otherwise."""
-import os, subprocess, sys
+import json, os, subprocess, sys, time
 from pathlib import Path
 import pytest
 
@@ -48,6 +48,22 @@ def small_run(standin, tmp_path_factory) -> Path:
 def comparable(metrics: dict) -> dict:
     "Metrics without the fields that measure time."
     return {k: v for k, v in metrics.items() if k not in ("wall_time_s", "train_time_s", "images_per_s")}
+
+def start_until(cmd: list, ready, timeout: float = 300, poll: float = 0.05) -> subprocess.Popen:
+    "Start `cmd` in the repository, in a process group of its own (for `os.killpg`), and return it once `ready()` holds."
+    p = subprocess.Popen([str(c) for c in cmd], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + timeout
+    while not ready():
+        assert p.poll() is None, "the process ended before it was ready"
+        assert time.time() < deadline, f"not ready within {timeout} s"
+        time.sleep(poll)
+    return p
+
+def assert_same_run(ref, run):
+    "Two run directories end alike: the same metrics and history, the columns that measure time aside."
+    a, b = (json.loads((Path(d) / "metrics.json").read_text()) for d in (ref, run))
+    assert comparable(a) == comparable(b)
+    assert untimed(ref) == untimed(run)
 
 def untimed(history) -> list[dict]:
     "History rows without the columns that measure time: a run directory's `history.csv`, or rows such as `Trainer.history`."

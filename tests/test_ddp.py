@@ -2,7 +2,7 @@
 directory, it follows a single-process run's loss curve with SyncBatchNorm, and it resumes exactly after a kill."""
 import json, os, signal, subprocess, sys, time
 import pytest, torch
-from conftest import REPO, run_cli, comparable, untimed
+from conftest import REPO, run_cli, start_until, assert_same_run
 
 pytestmark = [pytest.mark.ddp,
               pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
@@ -68,13 +68,9 @@ def test_kill_and_resume_two_processes(tmp_path, standin):
     assert ref.returncode == 0, ref.stderr
 
     run = tmp_path / "killed"
-    p = subprocess.Popen([*TORCHRUN, *map(str, args), "--run-dir", str(run)], cwd=REPO, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
+    # last.pt is written (atomically) after the epoch's history row: a kill once it exists has a checkpoint
+    p = start_until([*TORCHRUN, *args, "--run-dir", run], (run / "last.pt").exists, poll=0.02)
     deadline = time.time() + 300
-    while not (run / "last.pt").exists():  # written (atomically) after the epoch's history row: a kill now has a checkpoint
-        assert p.poll() is None, "the run ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.02)
     workers = descendants(p.pid)  # torchrun starts each worker in a session of its own: a kill of the job reaches them all
     os.killpg(p.pid, signal.SIGKILL); p.wait()
     for w in workers:
@@ -92,9 +88,7 @@ def test_kill_and_resume_two_processes(tmp_path, standin):
 
     resumed = torchrun(*args, "--run-dir", run)
     assert resumed.returncode == 0, resumed.stderr
-    a, b = (json.loads((d / "metrics.json").read_text()) for d in (tmp_path / "ref", run))
-    assert comparable(a) == comparable(b)
-    assert untimed(tmp_path / "ref") == untimed(run)
+    assert_same_run(tmp_path / "ref", run)
     assert torch.equal(*(torch.load(d / "last.pt", weights_only=True)["model"]["fc.weight"] for d in (tmp_path / "ref", run)))
 
 

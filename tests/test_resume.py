@@ -1,7 +1,7 @@
 """kill -9 in the middle of a run, rerun, and get the same final numbers as an uninterrupted run."""
-import json, os, signal, subprocess, sys, time
+import os, signal, sys, time
 import pytest
-from conftest import REPO, run_cli, comparable, untimed
+from conftest import run_cli, comparable, untimed, start_until, assert_same_run
 
 @pytest.mark.slow  # three short training runs
 def test_kill_and_resume_matches_uninterrupted(tmp_path, standin):
@@ -11,13 +11,8 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, standin):
     assert ref.returncode == 0, ref.stderr
 
     run = tmp_path / "killed"
-    p = subprocess.Popen([sys.executable, "-m", "attnresnet.train", *map(str, args), "--run-dir", str(run)],
-                         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
-    while not (run / "history.csv").exists() or len((run / "history.csv").read_text().splitlines()) < 3:
-        assert p.poll() is None, "the run ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.05)
+    p = start_until([sys.executable, "-m", "attnresnet.train", *args, "--run-dir", run],
+                    lambda: (run / "history.csv").exists() and len((run / "history.csv").read_text().splitlines()) >= 3)
     time.sleep(0.2)  # into the middle of epoch 3
     os.killpg(p.pid, signal.SIGKILL); p.wait()
     assert not (run / "metrics.json").exists()
@@ -26,9 +21,7 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, standin):
 
     resumed = run_cli(*args, "--run-dir", run)
     assert resumed.returncode == 0, resumed.stderr
-    a, b = (json.loads((d / "metrics.json").read_text()) for d in (tmp_path / "ref", run))
-    assert comparable(a) == comparable(b)
-    assert untimed(tmp_path / "ref") == untimed(run)
+    assert_same_run(tmp_path / "ref", run)
 
 def test_checkpoints_every_n_epochs_resume_exactly(tmp_path):
     """checkpoint_every=2: last.pt and best.pt are written at epochs 2 and 4 and after the last (5), best.pt never ahead of
@@ -63,5 +56,5 @@ def test_checkpoints_every_n_epochs_resume_exactly(tmp_path):
     assert resumed.epoch == 2
     metrics = finish(resumed)
     assert torch.load(tmp_path / "cut" / "last.pt", weights_only=False)["epoch"] == 5
-    assert untimed(tmp_path / "cut") == untimed(tmp_path / "ref") and len(untimed(tmp_path / "ref")) == 5
-    assert comparable(metrics) == comparable(ref)
+    assert_same_run(tmp_path / "ref", tmp_path / "cut")
+    assert len(untimed(tmp_path / "ref")) == 5 and comparable(metrics) == comparable(ref)  # what finish() returned, as written
