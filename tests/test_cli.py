@@ -57,7 +57,7 @@ def test_tensorboard_log_is_optional(tmp_path, standin):
         assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
 
 
-# ---- a command line that explains itself (issue 25, item 4) and one-line user errors (issue 23, item 8) ----
+# ---- a command line that explains itself, and one-line user errors ----
 import os, shutil, sys, tomllib
 from pathlib import Path
 from dataclasses import fields

@@ -1,4 +1,4 @@
-"""Faults tried on purpose (issue 13): what a careless user, a damaged disk or a planted file does, and what the study
+"""Faults tried on purpose: what a careless user, a damaged disk or a planted file does, and what the study
 does about it. Each test failed on the code before its fix."""
 import os, re, shutil, time
 from pathlib import Path
@@ -331,7 +331,7 @@ def test_report_refuses_a_misspelt_parameter(tmp_path):
     assert not (tmp_path / "figs").exists()
 
 
-# issue 23: diverged runs, 16-bit and animated images, odd CPU bf16 batches, lost best.pt, hand-edited config.json,
+# diverged runs, 16-bit and animated images, odd CPU bf16 batches, lost best.pt, hand-edited config.json,
 # figures_dir on a file, torchrun's exit (tests/test_ddp.py)
 import struct, zlib
 

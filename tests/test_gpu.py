@@ -1,4 +1,4 @@
-"""What only a CUDA GPU can show (`pytest -m gpu`; skipped without one). `scripts/gpu_run.sh` runs these first on a lent GPU."""
+"""What only a CUDA GPU can show (`pytest -m gpu`; skipped without one). `scripts/gpu_run.sh` runs these first on a GPU machine."""
 import pytest, torch
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
