@@ -194,10 +194,10 @@ def validate_config(c: TrainConfig):
 def check_data(c: TrainConfig):
     "Raise a `ValueError` naming `data` unless it is 'cifar10' or an existing folder (not one of its splits)."
     folder = Path(c.data).expanduser()
-    if c.data != "cifar10" and not folder.is_dir():
+    if c.data != "cifar10" and not os.path.isdir(folder):  # os.path answers False where pathlib raises (a name too long)
         raise ValueError(f"data={c.data!r}: no such folder. Use data='cifar10' (torchvision download into data/) or an "
                          "image-folder root with train/<class>/ and test/<class>/, e.g. ../shared/data/cifar10-jpeg")
-    if folder.name in ("train", "test") and not (folder / "train").is_dir() and (folder.parent / "train").is_dir():
+    if folder.name in ("train", "test") and not os.path.isdir(folder / "train") and os.path.isdir(folder.parent / "train"):
         raise ValueError(f"data={c.data!r} is the {folder.name}/ folder itself: give its parent, {str(folder.parent)!r}, "
                          "which holds train/ and test/")
 

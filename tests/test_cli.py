@@ -9,6 +9,7 @@ from conftest import run_cli
     (["--width", "0"], "width=0"),
     (["--augment", "heavy"], "augment='heavy'"),
     (["--data", "/no/such/folder"], "data='/no/such/folder'"),
+    (["--data", "/tmp/" + "x" * 300], "data='/tmp/xxxx"),  # a name too long for the file system: still the parameter's error
     (["--epochs", "two"], "--epochs"),
     (["--swa", "maybe"], "--swa"),
     (["--chanel-attention", "false"], "did you mean --channel-attention?"),
