@@ -2,7 +2,7 @@
 # saves them.
 #
 # Jupyter does not read configuration from the current directory, so name this file's folder when starting it
-# (from the repository root, as README.md says under "Notes on the setup"):
+# (from the repository root, as CONTRIBUTING.md says under "JupyterLab"):
 #
 #     JUPYTER_CONFIG_PATH=$PWD .venv/bin/jupyter lab nbs/
 #

@@ -3,7 +3,7 @@
 a parameter its notebook declares, and every flag and step of a `scripts/gpu_run.sh` line is one the script parses.
 Read from the guides (README.md, scripts/README.md, CONTRIBUTING.md, tests/README.md, data/README.md) and the lesson
 notebooks' prose. BENCHMARKS.md and results/LOG.md are records: their commands are those that ran then."""
-import ast, contextlib, io, json, re, runpy, shlex, sys, warnings
+import ast, json, re, shlex, subprocess, sys
 from pathlib import Path
 import pytest
 from conftest import REPO
@@ -45,18 +45,14 @@ def flags(words: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def helps() -> dict:
-    "Memoised `--help` text of a module run as `python -m`."
+    """Memoised `--help` text of a module run as `python -m`, in a process of its own: other tests may load ipykernel into
+    this one, and the modules do not run their `main` under a notebook kernel."""
     cache = {}
     def get(module: str) -> str:
         if module not in cache:
-            out, argv = io.StringIO(), sys.argv
-            sys.argv = [module, "--help"]
-            try:
-                with contextlib.redirect_stdout(out), pytest.raises(SystemExit), warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)  # runpy: the module is imported already (by conftest's imports)
-                    runpy.run_module(module, run_name="__main__")
-            finally: sys.argv = argv
-            cache[module] = out.getvalue()
+            r = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120, cwd=REPO)
+            assert r.returncode == 0, r.stderr[-2000:]
+            cache[module] = r.stdout
         return cache[module]
     return get
 

@@ -5,7 +5,7 @@ notebook metadata, execution counts, cell metadata (`execution` timings, `scroll
 metadata. `jupyter_server_config.py` at the repository root registers nbdev's pre-save hook (`jupyter_hooks = true`
 in pyproject.toml), which cleans the model the way `nbdev-clean` does, so a clean notebook is saved byte for byte
 as it was. Jupyter does not read configuration from the current directory: JupyterLab is started with
-`JUPYTER_CONFIG_PATH=$PWD` from the repository root (README.md, "Notes on the setup"), and these tests load the
+`JUPYTER_CONFIG_PATH=$PWD` from the repository root (CONTRIBUTING.md, "JupyterLab"), and these tests load the
 configuration the same way. Each check is shown to fail without the hook."""
 import asyncio, copy, json, os, secrets, shutil, signal, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
