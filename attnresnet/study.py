@@ -191,6 +191,7 @@ def run_grid(runs: list[Run], runner: str = "papermill", gpus: list | None = Non
     if runner not in RUNNERS: raise ValueError(f"runner={runner!r}: choose one of {list(RUNNERS)}")
     die_with_us = ["setpriv", "--pdeathsig", "TERM", "--"] if sys.platform == "linux" and shutil.which("setpriv") else []
     queue, free, running, failed, started, longest, t_start = list(todo), list(gpus or [None]), {}, [], [], None, time.perf_counter()
+    again = set()  # runs started a second time: they had ended before writing anything
     main = threading.current_thread() is threading.main_thread()
     old = signal.signal(signal.SIGTERM, _raise_terminated) if main else None
     try:
@@ -199,14 +200,20 @@ def run_grid(runs: list[Run], runner: str = "papermill", gpus: list | None = Non
                 while queue and free and _time_left(t_start, time_limit, longest):
                     run, gpu = queue.pop(0), free.pop(0)
                     p, err, t0 = _start(run, gpu, runner, cwd, die_with_us)
-                    running[p] = (run, gpu, err, t0); started.append(run)
+                    running[p] = (run, gpu, err, t0)
+                    if run not in started: started.append(run)
                 if queue and not _time_left(t_start, time_limit, longest):
                     log(f"{len(queue)} run(s) left for a later call: {longest:.0f}s a run no longer fits in time_limit={time_limit}s"); queue = []
                 time.sleep(poll)
                 for p in [p for p in running if p.poll() is not None]:
                     run, gpu, err, t0 = running.pop(p)
                     free.append(gpu); longest = max(longest or 0.0, time.perf_counter() - t0)
-                    if (msg := _finished(p, run, gpu, err, t0, log, cwd)) is not None: failed.append(msg)
+                    if (msg := _finished(p, run, gpu, err, t0, log, cwd)) is None: continue
+                    if str(run.run_dir) not in again and not RunDir(cwd / run.run_dir).started:
+                        # it ended before its config.json (a notebook kernel that died as it started, say): once more
+                        again.add(str(run.run_dir)); queue.insert(0, run)
+                        log(f"{run.run_dir} ended before it started (exit {p.returncode}); starting it once more")
+                    else: failed.append(msg)
         finally:
             if running: log(f"stopping {len(running)} unfinished run(s): {', '.join(str(r.run_dir) for r, *_ in running.values())}")
             _stop(list(running), grace)

@@ -167,3 +167,25 @@ def test_stopping_ablations_notebook_ends_its_run(tmp_path, tiny_data):
         assert _gone_within(train, 15), f"training process {train} outlived the killed ablations notebook"
     finally:
         if job.poll() is None: job.kill()
+
+def test_a_run_that_ends_before_it_starts_is_started_once_more(tmp_path, monkeypatch):
+    """A run that exits before writing its `config.json` (a notebook kernel that died as it started: seen once when two
+    papermill runs started at the same moment on a loaded machine) is started once more; one that fails after starting,
+    or fails again, is reported as failed."""
+    from attnresnet import study
+    runs = ablation_runs(tmp_path / "runs", epochs=1, only="full,no_ema,width24", base_width=4)
+    flaky, broken, late = (str(r.run_dir) for r in runs)
+    def argv(run, runner, python="python", notebook=""):
+        d = str(run.run_dir)
+        script = {flaky: 'if [ -e "$1/tried" ]; then echo {} > "$1/config.json"; echo {} > "$1/metrics.json"; else touch "$1/tried"; exit 3; fi',
+                  broken: "exit 4",  # never starts: started twice, then reported
+                  late: 'echo {} > "$1/config.json"; exit 5'}[d]  # started, then failed: not started again
+        return ["sh", "-c", f'mkdir -p "$1"; {script}', "sh", d]
+    monkeypatch.setattr(study, "_argv", argv)
+    log = []
+    with pytest.raises(RuntimeError) as e: study.run_grid(runs, runner="python", cwd=tmp_path, log=log.append, poll=0.05)
+    message = str(e.value)
+    assert f"run {broken} failed (exit 4)" in message and f"run {late} failed (exit 5)" in message and flaky not in message
+    assert sorted(l for l in log if "once more" in l) == sorted(f"{d} ended before it started (exit {c}); starting it once more"
+                                                            for d, c in ((flaky, 3), (broken, 4)))
+    assert (tmp_path / flaky / "metrics.json").exists()
