@@ -3,8 +3,7 @@
 a parameter its notebook declares, and every flag and step of a `scripts/gpu_run.sh` line is one the script parses.
 Read from the guides (README.md, scripts/README.md, CONTRIBUTING.md, tests/README.md, data/README.md) and the lesson
 notebooks' prose. BENCHMARKS.md and results/LOG.md are records: their commands are those that ran then."""
-import ast, json, re, shlex, subprocess, sys
-from pathlib import Path
+import json, re, shlex, subprocess, sys
 import pytest
 from conftest import REPO
 
@@ -40,6 +39,8 @@ def commands() -> list[tuple[str, list[str]]]:
 
 COMMANDS = commands()
 
+def ids(v): return " ".join(v) if isinstance(v, list) else v  # a test id: the command, or where it is
+
 def flags(words: list[str]) -> list[str]:
     return [w.split("=")[0] for w in words if re.fullmatch(r"--[a-z][a-z0-9-]*(=.*)?", w)]
 
@@ -71,25 +72,21 @@ def test_the_guides_show_commands():
     assert {"papermill", "gpu_run", "module"} <= kinds, kinds
     assert len(COMMANDS) > 20
 
-@pytest.mark.parametrize("where, words", [c for c in COMMANDS if program(c[1])], ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+@pytest.mark.parametrize("where, words", [c for c in COMMANDS if program(c[1])], ids=ids)
 def test_module_flags_exist(where, words, helps):
     module, rest = program(words)
     text = helps(module)
     missing = [f for f in flags(rest) if not re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", text)]
     assert not missing, f"{where}: `{' '.join(words)}`: {module} --help has no {missing}"
 
-def declared(notebook: Path) -> set[str]:
-    "The names a papermill notebook's parameters cell assigns."
-    cell = next(c for c in json.loads(notebook.read_text())["cells"] if "parameters" in c["metadata"].get("tags", []))
-    return {t.id for node in ast.walk(ast.parse("".join(cell["source"]))) if isinstance(node, ast.Assign)
-            for t in node.targets if isinstance(t, ast.Name)}
-
-@pytest.mark.parametrize("where, words", [c for c in COMMANDS if "papermill" in c[1]], ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+@pytest.mark.parametrize("where, words", [c for c in COMMANDS if "papermill" in c[1]], ids=ids)
 def test_papermill_parameters_exist(where, words):
     nb = REPO / next(w for w in words if w.startswith("nbs/") and w.endswith(".ipynb"))
     assert nb.exists(), f"{where}: {nb.name} does not exist"
+    papermill = pytest.importorskip("papermill")
     given = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "-p"]
-    assert not set(given) - declared(nb), f"{where}: `{' '.join(words)}`: {nb.name} declares no {sorted(set(given) - declared(nb))}"
+    unknown = set(given) - set(papermill.inspect_notebook(str(nb)))  # the names its parameters cell declares
+    assert not unknown, f"{where}: `{' '.join(words)}`: {nb.name} declares no {sorted(unknown)}"
 
 def gpu_run_parses() -> tuple[set[str], set[str]]:
     "The flags and the step names `scripts/gpu_run.sh` accepts, read from its argument parsing."
@@ -103,7 +100,7 @@ def test_gpu_run_parsing_is_read():
     assert {"--budget", "--steps", "--smoke", "--work"} <= flag_set and {"tests", "speed", "paper500", "grid"} <= steps
 
 @pytest.mark.parametrize("where, words", [c for c in COMMANDS if any(w.endswith("scripts/gpu_run.sh") for w in c[1])],
-                         ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+                         ids=ids)
 def test_gpu_run_flags_and_steps_exist(where, words):
     flag_set, steps = gpu_run_parses()
     assert not set(flags(words)) - flag_set, f"{where}: `{' '.join(words)}`: gpu_run.sh takes no {sorted(set(flags(words)) - flag_set)}"
