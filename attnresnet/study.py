@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_study.ipynb #2e9478d7
 from __future__ import annotations
-import json, math, os, re, shlex, shutil, signal, statistics, subprocess, sys, tempfile, threading, time
+import json, math, os, shlex, shutil, signal, statistics, subprocess, sys, tempfile, threading, time
 from dataclasses import dataclass
 from pathlib import Path
 from .config import TrainConfig, make_config, train_options, AUTHORS_SETTINGS, AUTHORS_PROTOCOL
@@ -273,12 +273,12 @@ def describe(values: list[float]) -> dict:
     return out
 
 # %% ../nbs/07_study.ipynb #922bded0
-def mean_std(values: list[float]) -> str:
-    "In percent: `mean (n = k)`, and from n = 3 on `mean ± SD, 95% CI [lo, hi] (n = k)` (t-based); '-' for none."
+def mean_std(values: list[float], unit: str = "") -> str:
+    "In percent: `mean (n = k)`, and from n = 3 on `mean ± SD, 95% CI [lo, hi] (n = k)` (t-based); '-' for none. `unit` follows the mean."
     d = describe([100 * v for v in values if v is not None])
     if not d["n"]: return "-"
-    if d["sd"] is None: return f"{d['mean']:.2f} (n = {d['n']})"
-    return f"{d['mean']:.2f} ± {d['sd']:.2f}, 95% CI [{d['mean'] - d['ci95']:.2f}, {d['mean'] + d['ci95']:.2f}] (n = {d['n']})"
+    if d["sd"] is None: return f"{d['mean']:.2f}{unit} (n = {d['n']})"
+    return f"{d['mean']:.2f}{unit} ± {d['sd']:.2f}, 95% CI [{d['mean'] - d['ci95']:.2f}, {d['mean'] + d['ci95']:.2f}] (n = {d['n']})"
 
 # %% ../nbs/07_study.ipynb #6fa163e9
 def _mean(values): return statistics.mean(values) if values else None
@@ -312,10 +312,12 @@ def ablation_table(results: list[dict], diverged: list[dict] = ()) -> list[dict]
         for r in rows: del r["test_acc_tta"]
     return rows
 
+def _authors_records(runs: list[dict]) -> list[dict]:
+    "Each run's record of the authors' measure (`metrics.json` `authors_measure`; `paper_protocol` in runs written before it), where the run has one."
+    return [m for r in runs if (m := r["metrics"].get("authors_measure") or r["metrics"].get("paper_protocol"))]
 def _authors_measure(runs: list[dict]) -> list[float]:
-    "Each run's best per-epoch EMA validation accuracy (`metrics.json` `authors_measure`; `paper_protocol` in runs written before it), where the run has one."
-    m = [r["metrics"].get("authors_measure") or r["metrics"].get("paper_protocol") for r in runs]
-    return [x["best_val_acc_ema"] for x in m if x]
+    "Each run's best per-epoch EMA validation accuracy, where the run has one."
+    return [m["best_val_acc_ema"] for m in _authors_records(runs)]
 
 ABLATION_HEADERS = dict(configuration="Configuration", parameters="Parameters", n="n (seeds)", val_acc="Val acc, chosen weights (%)",
                         val_acc_authors="Val acc, best EMA epoch (%, the authors' measure; optimistic)", test_acc="Test acc (%)",
@@ -338,9 +340,6 @@ PAPER_TABLE2 = dict(architecture="Enhanced ResNet with Attention", parameters="4
                     stages="4 stages with 2 blocks each", val_acc="95.30%", test_acc="(not reported)", epochs="500",
                     best_epoch="497", budget="94.27% of 5M budget utilized")
 
-def _percent(text: str) -> str:
-    "A `mean_std` text with its unit after the mean: '39.41% (n = 2)'."
-    return re.sub(r"^(-?[0-9.]+)", r"\1%", text)
 def specifications_table(results: list[dict]) -> list[dict]:
     "Table 2: the paper's specification of the full model beside what the full model's runs measured."
     full = [r for r in results if r["name"] == "full"]
@@ -349,10 +348,10 @@ def specifications_table(results: list[dict]) -> list[dict]:
     blocks = "4 stages with 2 blocks each" if p0["model"] == "attnresnet" else p0["model"]
     ours = dict(architecture=f"{p0['model']} (channel attention {p0['channel_attention']}, spatial attention {p0['spatial_attention']})",
                 parameters=f"{m0['parameters']:,}", width=f"{p0['width']} channels", stages=blocks,
-                val_acc=_percent(mean_std(_authors_measure(full))) + ", best EMA epoch",  # the paper's measure, not the chosen weights'
-                test_acc=_percent(mean_std([r["metrics"]["test_acc"] for r in full])) + ", chosen weights",
+                val_acc=mean_std(_authors_measure(full), unit="%") + ", best EMA epoch",  # the paper's measure, not the chosen weights'
+                test_acc=mean_std([r["metrics"]["test_acc"] for r in full], unit="%") + ", chosen weights",
                 epochs=", ".join(sorted({str(r["metrics"]["epochs"]) for r in full})),
-                best_epoch=", ".join(str(m["best_epoch"]) for r in full if (m := r["metrics"].get("authors_measure") or r["metrics"].get("paper_protocol"))) or "-",
+                best_epoch=", ".join(str(m["best_epoch"]) for m in _authors_records(full)) or "-",
                 budget=f"{100 * m0['parameters'] / PARAMETER_BUDGET:.2f}% of the 5M budget")
     names = dict(architecture="Base Architecture", parameters="Total Parameters", width="Base Width", stages="Stage Structure",
                  val_acc="Validation Accuracy", test_acc="Test Accuracy (official 10k)", epochs="Training Epochs",
