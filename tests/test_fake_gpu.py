@@ -34,11 +34,15 @@ from attnresnet.train import fit
 pytestmark = pytest.mark.filterwarnings("ignore:Accessing the data pointer of FakeTensor:UserWarning")
 
 class OnDevice(TorchDispatchMode):
-    "Raise on every operation with a CPU tensor among its operands (under `pretend_gpu`, where every tensor should be on 'cuda')."
+    """Raise on every operation with a CPU tensor among its operands, or that copies a tensor to the host (under `pretend_gpu`,
+    where every tensor should be on 'cuda': a copy to the host waits for the GPU, which a CUDA graph's capture refuses)."""
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        on_cpu = [tuple(t.shape) for t in tree_leaves((args, kwargs or {})) if isinstance(t, torch.Tensor) and t.device.type == "cpu"]
-        if on_cpu: raise RuntimeError(f"a CPU tensor in the step: aten.{func.overloadpacket.__name__} has CPU operands of shapes {on_cpu}")
-        return func(*args, **(kwargs or {}))
+        name, kwargs = func.overloadpacket.__name__, kwargs or {}
+        on_cpu = [tuple(t.shape) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor) and t.device.type == "cpu"]
+        if on_cpu: raise RuntimeError(f"a CPU tensor in the step: aten.{name} has CPU operands of shapes {on_cpu}")
+        if name == "_to_copy" and torch.device(kwargs.get("device") or args[0].device).type == "cpu":
+            raise RuntimeError(f"a copy to the host in the step: aten.{name} of a tensor of shape {tuple(args[0].shape)}")
+        return func(*args, **kwargs)
 
 class HostIsReal(TorchDispatchMode):
     """The host stays real: an operation on real CPU tensors only (or making one) runs for real, as the host of a GPU machine
@@ -137,6 +141,14 @@ def test_on_device_finds_a_cpu_tensor_in_the_step():
         tr.graph_step.begin_epoch()
         with gradients_without_autograd(tr), OnDevice(), pytest.raises(RuntimeError, match=r"CPU tensor in the step: aten\.add_"):
             tr.graph_step.step_eager()
+
+def test_on_device_finds_a_copy_to_the_host():
+    "The check can fail: the step's loss sum copied to the host after each step (as a progress bar might read it) is found."
+    with pretend_gpu():
+        tr = pretend_trainer()
+        tr.graph_step.begin_epoch()
+        with gradients_without_autograd(tr), OnDevice(), pytest.raises(RuntimeError, match=r"copy to the host in the step: aten\._to_copy"):
+            tr.graph_step.step_eager(); tr.graph_step.loss_sum.cpu()
 
 EPOCHS = {**{f"graph-{k}": dict(v, step="graph") for k, v in SETTINGS.items()},
           **{f"eager-{k}": dict(SETTINGS[k], step="eager") for k in ("paper", "augment-and-optimiser", "swa-with-groups")},
