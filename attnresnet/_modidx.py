@@ -620,4 +620,5 @@ d = { 'settings': { 'branch': 'main',
                                     'attnresnet.trainer.TrainingDiverged': ('train.html#trainingdiverged', 'attnresnet/trainer.py'),
                                     'attnresnet.trainer._diverged_message': ('train.html#_diverged_message', 'attnresnet/trainer.py'),
                                     'attnresnet.trainer.check_fits': ('train.html#check_fits', 'attnresnet/trainer.py'),
-                                    'attnresnet.trainer.parameter_groups': ('train.html#parameter_groups', 'attnresnet/trainer.py')}}}
+                                    'attnresnet.trainer.parameter_groups': ('train.html#parameter_groups', 'attnresnet/trainer.py'),
+                                    'attnresnet.trainer.state_finite': ('train.html#state_finite', 'attnresnet/trainer.py')}}}

@@ -22,7 +22,7 @@ from .schedules import LRSchedule, ema_update, ema_decay_at, step_scheduler
 from .distributed import Distributed, rank_batch, check_batch, sync_batchnorm
 
 # %% auto #0
-__all__ = ['WHITENING_IMAGES', 'parameter_groups', 'Trainer', 'TrainingDiverged', 'check_fits']
+__all__ = ['WHITENING_IMAGES', 'parameter_groups', 'state_finite', 'Trainer', 'TrainingDiverged', 'check_fits']
 
 # %% ../nbs/06_train.ipynb #24599451
 WHITENING_IMAGES = 5000  # training images whose patches start the stem's filters under `stem_whitening`
@@ -37,6 +37,12 @@ def parameter_groups(model: nn.Module, c: TrainConfig, lr: float) -> list[dict]:
              (c.bn_bias_lr, [p for p in params if id(p) in shifts])]
     decay = lambda rate: (c.weight_decay / rate if rate > 0 else 0.0) if c.decoupled_weight_decay else c.weight_decay
     return [dict(params=ps, lr=lr * m, lr_multiple=m, weight_decay=decay(lr * m)) for m, ps in kinds if ps]
+
+# %% ../nbs/06_train.ipynb #5a1e7c21
+def state_finite(*modules: nn.Module | None) -> torch.Tensor:
+    "Whether every floating-point weight and buffer of `modules` (None skipped) is finite: a 0-d bool on their device, no wait."
+    tensors = [t for m in modules if m is not None for t in m.state_dict().values() if t.is_floating_point()]
+    return torch.nn.utils.get_total_norm(tensors, float("inf")).isfinite()  # the largest magnitude: inf or NaN if any is
 
 # %% ../nbs/06_train.ipynb #09acab90
 class Trainer:
@@ -154,7 +160,7 @@ class Trainer:
         self.loader.x.copy_(torch.where(mirrored.view(-1, 1, 1, 1), self._unmirrored.flip(-1), self._unmirrored))
 
     def train_epoch(self, progress=None) -> dict:
-        "Train one epoch; returns mean loss, accuracy on the (augmented) batches, final learning rate, images/s, seconds (`self.nonfinite`: where the loss stopped being finite, else None)."
+        "Train one epoch; returns mean loss, accuracy on the (augmented) batches, final learning rate, images/s, seconds (`self.nonfinite`: where the loss or the weights stopped being finite, else None)."
         self.train_model.train()
         if self.config.flip_alternate: self.mirror_epoch()
         zero = lambda: torch.zeros((), device=self.device)
@@ -172,13 +178,16 @@ class Trainer:
         if self.swa_model is not None and self.epoch >= self.swa_epoch:
             self.swa_model.update_parameters(self.model)
             step_scheduler(self.swa_scheduler)  # after the graph step's SGD too, which is not `optimizer.step()`
+        broken = (~state_finite(self.model, self.ema, self.swa_model)).float()  # a weight or statistic overflowed, perhaps with finite losses
         n = torch.tensor(float(n_img), device=self.device)
         if self.dist.active:  # the epoch's numbers over every process: one all-reduce
-            total, correct, n, nonfinite = self.dist.all_sum(torch.stack([total, correct, n, nonfinite]))
+            total, correct, n, nonfinite, broken = self.dist.all_sum(torch.stack([total, correct, n, nonfinite, broken]))
             total = total / self.dist.world_size
-        train_loss, train_acc, n_img, bad, first = torch.stack([total / len(self.loader), correct / n, n, nonfinite, clean]).tolist()  # waits for the GPU: once per epoch
+        train_loss, train_acc, n_img, bad, first, broken = torch.stack([total / len(self.loader), correct / n, n, nonfinite, clean, broken]).tolist()  # waits for the GPU: once per epoch
         if bad and self.dist.active: first = self.dist.all_min(torch.tensor(first, device=self.device)).item()  # the earliest process's (rare: only when diverged)
-        self.nonfinite = dict(epoch=self.epoch + 1, step=int(first) + 1, steps=len(self.loader), losses=int(bad)) if bad else None
+        steps = len(self.loader)
+        self.nonfinite = (dict(epoch=self.epoch + 1, step=int(first) + 1 if bad else steps, steps=steps, losses=int(bad), state_finite=not broken)
+                          if bad or broken else None)
         seconds = time.perf_counter() - t0
         return dict(train_loss=train_loss, train_acc=train_acc, lr=self.optimizer.param_groups[0]["lr"],
                     images_per_s=n_img / seconds, seconds=seconds)
@@ -395,15 +404,17 @@ class Trainer:
 
 # %% ../nbs/06_train.ipynb #5ede1d84
 class TrainingDiverged(RunRefused):
-    "The training loss stopped being finite: the run was stopped and recorded as diverged (the message says where and why)."
+    "The training loss or weights stopped being finite: the run was stopped and recorded as diverged (the message says where and why)."
 
 def _diverged_message(c: TrainConfig, precision: str, bad: dict, last_good: int) -> str:
     causes = f"a learning rate too high for this network (lr={c.lr:g}; lower it, or warm up with warmup_epochs)"
     if precision != "fp32": causes += f", or {precision} arithmetic overflowing (try precision='fp32')"
     kept = f"last.pt (epoch {last_good}) and history.csv are kept" if last_good else "no epoch had finished"
-    return (f"training diverged: the loss was not finite at epoch {bad['epoch']}, step {bad['step']} of {bad['steps']} "
-            f"({bad['losses']} non-finite losses in that epoch). Likely cause: {causes}. The run stopped; {kept}, and "
-            "metrics.json records it as diverged. Start a new run_dir with other parameters")
+    where = (f"at epoch {bad['epoch']}, step {bad['step']} of {bad['steps']}: the loss was not finite ({bad['losses']} non-finite "
+             "losses in that epoch)" if bad["losses"] else
+             f"by the end of epoch {bad['epoch']}: every loss was finite, but not every weight and batch-norm statistic")
+    return (f"training diverged {where}. Likely cause: {causes}. The run stopped; {kept}, and metrics.json records it as "
+            "diverged. Start a new run_dir with other parameters")
 
 # %% ../nbs/06_train.ipynb #df87e5d3
 def check_fits(model: nn.Module, state: dict, where: str = "the checkpoint"):

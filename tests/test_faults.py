@@ -397,14 +397,16 @@ def test_predict_on_16bit_and_8bit_images_together(tmp_path):
 
 
 def test_diverged_run_stops_and_is_recorded(tree, tmp_path):
-    "lr=1e6 makes the loss non-finite: the run stops with one line naming epoch, step and cause; metrics.json says diverged."
+    """lr=1e6 makes the loss, or first a weight or batch-norm statistic, non-finite (which, depends on the CPU's kernels and
+    thread count): the run stops with one line naming the epoch and the cause; metrics.json says diverged; last.pt is finite."""
     run = tmp_path / "run"
     r = run_cli("--data", tree, "--run-dir", run, *TINY, "--epochs", "4", "--lr", "1e6", timeout=300)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     line = r.stderr.strip().splitlines()[-1]
-    m = re.search(r"training diverged: the loss was not finite at epoch (\d+), step (\d+) of \d+", line)
+    m = re.search(r"training diverged (?:at epoch (\d+), step \d+ of \d+: the loss was not finite|by the end of epoch (\d+): every loss "
+                  r"was finite, but not every weight)", line)
     assert m and "lr=1e+06" in line and "learning rate" in line, line
-    epoch = int(m.group(1))
+    epoch = int(m.group(1) or m.group(2))
     assert epoch >= 2, "diverged in epoch 1, leaving no good epoch to keep: give TINY runs a smaller --lr here"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["completed"] is False and metrics["diverged"]["epoch"] == epoch and metrics["test_acc"] is None
