@@ -17,7 +17,7 @@ from .models import PAPER_WIDTH, build_model
 # the trainer's own rules, so that the bare loop chooses, prepares and runs exactly what training does
 from .config import make_config, resolve_precision, device_name
 from .trainer import Trainer
-from .evaluate import autocast, prepare_batch
+from .evaluate import autocast, prepare_batch, prepare_model
 from .bench_flops import flops_per_image, synchronize, bf16_reason
 
 # %% auto #0
@@ -65,7 +65,7 @@ def random_batch(batch_size: int, device: torch.device, channels_last: bool = Fa
 def prepare(model: nn.Module, setting: Setting, device: torch.device) -> nn.Module:
     "`model` on `device` in the memory format of `setting`, compiled if `setting.compile`."
     model = model.to(device)
-    if setting.channels_last: model = model.to(memory_format=torch.channels_last)
+    model = prepare_model(model, setting.channels_last)
     return torch.compile(model, mode=setting.compile) if setting.compile else model
 
 # %% ../nbs/09b_bench_step.ipynb #fac1511b

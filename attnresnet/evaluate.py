@@ -12,8 +12,9 @@ from .augment import normalize, to_float
 from .config import TrainConfig, protocol_differences, resolve_precision
 
 # %% auto #0
-__all__ = ['autocast', 'prepare_batch', 'evaluation_precision', 'shifted_views', 'predict_views', 'average_views', 'predict',
-           'device_accuracy', 'accuracy', 'classification_metrics', 'authors_measure']
+__all__ = ['ONEDNN_NARROW_1X1', 'autocast', 'prepare_batch', 'prepare_model', 'evaluation_precision', 'shifted_views',
+           'predict_views', 'average_views', 'predict', 'device_accuracy', 'accuracy', 'classification_metrics',
+           'authors_measure']
 
 # %% ../nbs/05a_evaluate.ipynb #e7d22c93
 def autocast(precision: str, device: torch.device):
@@ -26,6 +27,24 @@ def prepare_batch(xb: torch.Tensor, mean, std, channels_last: bool = True) -> to
     "Images (uint8, or float in [0, 1]) to normalised float32, in the memory format the model runs in."
     x = normalize(to_float(xb), mean, std)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+# %% ../nbs/05a_evaluate.ipynb #6b2d8e31
+ONEDNN_NARROW_1X1 = 8  # input channels below which oneDNN's CPU kernel for a strided 1x1 convolution is unsafe in channels-last
+
+def _nchw_input(conv: nn.Module, args: tuple) -> tuple:
+    return (args[0].contiguous(),)
+
+def prepare_model(model: nn.Module, channels_last: bool = True) -> nn.Module:
+    "`model` in the memory format `prepare_batch`'s batches come in; on a CPU its narrow strided 1x1 convolutions stay NCHW (oneDNN issue 6035)."
+    if not channels_last: return model
+    model = model.to(memory_format=torch.channels_last)
+    for m in model.modules():
+        if (isinstance(m, nn.Conv2d) and m.weight.device.type == "cpu" and m.kernel_size == (1, 1) and m.stride != (1, 1)
+                and m.in_channels < ONEDNN_NARROW_1X1):
+            m.weight.data = m.weight.data.clone(memory_format=torch.contiguous_format)  # the weight too: a channels-last one alone
+            # sends oneDNN to the same kernel (and `.contiguous()` keeps a 1x1 weight's channels-last strides: it counts as both)
+            if _nchw_input not in m._forward_pre_hooks.values(): m.register_forward_pre_hook(_nchw_input)
+    return model
 
 # %% ../nbs/05a_evaluate.ipynb #0329f3d3
 def evaluation_precision(c: TrainConfig, device: torch.device) -> str:

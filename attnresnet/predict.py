@@ -13,7 +13,7 @@ from fastcore.basics import patch
 from .runs import RunDir
 from .config import resolve_device
 from .helpers import CommandLine
-from .evaluate import predict_views, evaluation_precision
+from .evaluate import predict_views, evaluation_precision, prepare_model
 from .data import decode_image_file
 
 # %% auto #0
@@ -53,7 +53,7 @@ class Classifier:
         try: model = run.load_model(checkpoint, device)
         except FileNotFoundError as e: raise ValueError(str(e)) from e
         c = run.config
-        if c.channels_last: model = model.to(memory_format=torch.channels_last)
+        model = prepare_model(model, c.channels_last)
         return cls(model, list(cfg["classes"]), list(cfg["normalization"]["mean"]), list(cfg["normalization"]["std"]),
                    precision=evaluation_precision(c, next(model.parameters()).device), channels_last=c.channels_last,
                    batch_size=c.eval_batch_size)

@@ -16,7 +16,7 @@ from .splits import load_splits, DeviceLoader
 from .augment import mix_batch, soft_targets, normalize, to_float
 from .config import TrainConfig, NORMALIZATIONS, make_augment, model_kwargs, resolve_device, resolve_precision, device_name
 from .runs import RunDir, RunRefused, environment
-from .evaluate import (autocast, prepare_batch, predict_views, average_views, evaluation_precision, accuracy,
+from .evaluate import (autocast, prepare_batch, prepare_model, predict_views, average_views, evaluation_precision, accuracy,
                                  device_accuracy, classification_metrics, authors_measure)
 from .schedules import LRSchedule, ema_update, ema_decay_at, step_scheduler
 from .distributed import Distributed, rank_batch, check_batch, sync_batchnorm
@@ -61,7 +61,7 @@ class Trainer:
         self.model = build_model(c.model, **model_kwargs(c, num_classes=len(s.classes))).to(self.device)
         if c.stem_whitening: whiten_stem(self.model, normalize(to_float(s.train_x[:WHITENING_IMAGES]), *self.normalization))
         self.n_parameters = count_parameters(self.model)  # the true count, of a padded model too (`channel_multiple`)
-        if c.channels_last: self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = prepare_model(self.model, c.channels_last)
         if d.rank: torch.manual_seed(c.seed + 1000 * d.rank)  # dropout: each process its own stream (rank 0 keeps one process's)
         self.batch, self.lr_scale = rank_batch(c, d.world_size)
         check_batch(self.batch, self.device, self.precision, c.channels_last, d.world_size)
@@ -369,7 +369,7 @@ class Trainer:
         state = best["state_dict"]
         model = build_model(c.model, **model_kwargs(c, len(self.splits.classes))).to(self.device)
         model.load_state_dict(state)
-        return self.best["weights"], model.to(memory_format=torch.channels_last) if c.channels_last else model
+        return self.best["weights"], prepare_model(model, c.channels_last)
 
     def _run_facts(self, has_val: bool) -> dict:
         "What `metrics.json` says of a finished and of a diverged run alike: network, data, best epoch, device."

@@ -396,6 +396,16 @@ def test_predict_on_16bit_and_8bit_images_together(tmp_path):
     torch.testing.assert_close(p[0], p[1], atol=1e-5, rtol=0)  # the same grey, whether stored in 16 or 8 bits
 
 
+def test_a_network_with_a_narrow_strided_1x1_convolution_trains_on_a_cpu(tree, tmp_path):
+    """Width 3 (the grid's width24 variant at base width 4): its shortcut into stage 2, a 1x1 convolution with stride 2 and 6
+    input channels, sent oneDNN's AVX2 kernel past its workspace in fp32 channels-last ("double free or corruption";
+    oneDNN issue 6035). `prepare_model` keeps it in NCHW on a CPU. Armed on CPUs without AVX-512, where the process aborted."""
+    r = run_cli("--data", tree, "--run-dir", tmp_path / "run", *TINY, "--width", "3", "--precision", "fp32", "--batch-size", "8",
+                env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["completed"]
+
+
 def test_diverged_run_stops_and_is_recorded(tree, tmp_path):
     """lr=1e6 makes the loss, or first a weight or batch-norm statistic, non-finite (which, depends on the CPU's kernels and
     thread count): the run stops with one line naming the epoch and the cause; metrics.json says diverged; last.pt is finite."""
