@@ -41,7 +41,8 @@ def environment(device: torch.device) -> dict:
     import torchvision, numpy  # only their versions are needed
     return dict(attnresnet=attnresnet.__version__, **git_state(), python=platform.python_version(),
                 torch=torch.__version__, torchvision=torchvision.__version__, numpy=numpy.__version__,
-                device=str(device), device_name=device_name(device), hostname=platform.node())
+                device=str(device), device_name=device_name(device), hostname=platform.node(),
+                cpu_capability=torch.backends.cpu.get_cpu_capability())  # AVX2, AVX512...: CPU numbers (and oneDNN's bugs) depend on it
 
 # %% ../nbs/05_runs.ipynb #9c47f482
 def code_version(env: dict) -> str:
