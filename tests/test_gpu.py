@@ -117,7 +117,6 @@ def test_auto_takes_the_graph_on_cuda_and_resumes_as_the_unbroken_run(tmp_path):
     for (la, aa), (lb, ab) in zip(rows(full), rows(resumed)):  # graph replays are deterministic up to cuDNN/atomics
         assert abs(la - lb) < 1e-2 * abs(la) and abs(aa - ab) < 0.05, (rows(full), rows(resumed))
 
-# Compiling takes the longest, so the compiled checks come last: gpu_run.sh's time box cuts them before the graph step's
 def test_state_finite_finds_nan_and_infinity_on_cuda():
     "The end-of-epoch check `state_finite` on the GPU's fused ∞-norm: a NaN or an infinity in any weight or buffer is found."
     from attnresnet.models import build_model
@@ -130,6 +129,7 @@ def test_state_finite_finds_nan_and_infinity_on_cuda():
             getattr(broken.stages[1][0].conv1.bn, where).data[3] = value
             assert not state_finite(net, broken).item(), (value, where)
 
+# Compiling takes the longest, so the compiled checks come last: gpu_run.sh's time box cuts them before the graph step's
 @pytest.mark.parametrize("precision, channels_last, compile", [("bf16", True, "default"), ("bf16", False, "default"), ("fp32", True, "default")])
 def test_compiled_fast_path_computes_the_same_function(precision, channels_last, compile):
     check_fast_path(precision, channels_last, compile)
